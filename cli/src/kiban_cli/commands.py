@@ -1,0 +1,94 @@
+"""What each `kiban` subcommand does; `main.py` only parses arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import uvicorn
+
+from kiban_cli import dev as devmode
+from kiban_cli.devstate import dev_issuer, state_dir
+from kiban_cli.services import SERVICES
+from kiban_common.db import create_engine, current_revision
+from kiban_common.db import migrate as run_migrations
+from kiban_common.settings import SettingsError, load_settings
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one message, exit status 2."""
+
+
+def service_names() -> list[str]:
+    return list(SERVICES)
+
+
+def serve(args: argparse.Namespace) -> int:
+    service = SERVICES[args.service]
+    try:
+        settings = load_settings(service.settings)
+        app = service.create_app(settings)
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info")
+    return 0
+
+
+async def dev(args: argparse.Namespace) -> int:
+    state = state_dir()
+    try:
+        servers = devmode.build_servers(state, args.host)
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+    def announce() -> None:
+        print(f"kiban dev: six services ready (state in {state}/):")
+        for service in SERVICES.values():
+            print(f"  {service.name:<11} {service.definition.zone.value:<12} "
+                  f"http://{args.host}:{service.port}")
+        print("Ctrl-C stops them.", flush=True)
+
+    try:
+        await devmode.serve_all(servers, on_ready=announce)
+    except devmode.StartupFailed as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+async def demo(args: argparse.Namespace) -> int:
+    from kiban_cli.demo import run_demo
+
+    return await run_demo(args.host)
+
+
+def token(args: argparse.Namespace) -> int:
+    claims: dict[str, object] = {}
+    for item in args.claim:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--claim takes K=V, got {item!r}")
+        claims[key] = value
+    if args.ttl <= 0:
+        raise CommandError("--ttl must be a positive number of seconds")
+    issuer = dev_issuer(state_dir())
+    print(issuer.mint(args.sub, args.scope.split(), claims, ttl_seconds=args.ttl))
+    return 0
+
+
+async def migrate(args: argparse.Namespace) -> int:
+    """Each service has its own database, so one run migrates one service."""
+    service = SERVICES[args.service]
+    try:
+        settings = load_settings(service.settings)
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+    engine = create_engine(settings.database_url)
+    try:
+        await run_migrations(engine, service.definition.migrations)
+        revision = await current_revision(engine)
+    finally:
+        await engine.dispose()
+    json.dump({"service": service.name, "revision": revision}, sys.stdout)
+    print()
+    return 0

@@ -1,0 +1,60 @@
+"""The `kiban` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from kiban_cli import commands
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiban", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run one service with settings from KIBAN_* variables")
+    serve.add_argument("service", choices=commands.service_names())
+    serve.set_defaults(run=commands.serve)
+
+    dev = sub.add_parser("dev", help="all six services in one process on the embedded default")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.set_defaults(run=commands.dev)
+
+    demo = sub.add_parser("demo", help="run `dev` and drive the scenario, printing each step")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.set_defaults(run=commands.demo)
+
+    token = sub.add_parser("token", help="print a bearer token from the development issuer")
+    token.add_argument("--sub", required=True, help="principal, e.g. institution:1312345678")
+    token.add_argument("--scope", default="", help='space-separated scopes, e.g. "intake:submit"')
+    token.add_argument("--claim", action="append", default=[], metavar="K=V",
+                       help="an extra claim (repeatable)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(run=commands.token)
+
+    migrate = sub.add_parser("migrate", help="apply a service's schema migrations (production)")
+    migrate.add_argument("service", choices=commands.service_names())
+    migrate.set_defaults(run=commands.migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        result = args.run(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+    except commands.CommandError as exc:
+        print(f"kiban {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The one runner every consumer goes through: effect and event id commit together, offsets after.
+
+For each batch the runner
+1. decodes every message; one that is not a Kiban event of a subscribed type is poison and goes
+   to the dead-letter topic at once;
+2. applies the rest in ONE database transaction, skipping event ids the group already processed
+   and recording the new ones in the same transaction as the handlers' effects;
+3. if any handler fails, rolls the batch back and applies the events one by one, retrying each
+   with exponential backoff; an event that still fails after `max_attempts` goes to the
+   dead-letter topic `dlq.<group>` and the runner moves on;
+4. commits the offsets only after the database commit (and the dead-letter send).
+
+A crash anywhere before step 4 redelivers the batch; step 2's event ids make that harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from kiban_common.bus._transport import BrokerUnavailable, Consumer, Received, Transport
+from kiban_common.events import Event, EventRegistry, MalformedEvent, WireMessage, decode, read_type
+from kiban_common.outbox import Transaction
+from kiban_common.telemetry import consume_span
+
+log = logging.getLogger("kiban.consumer")
+
+Handler = Callable[[Event[Any], Transaction], Awaitable[None]]
+Transactions = Callable[[], AbstractAsyncContextManager[Transaction]]
+
+
+class _Stopping(Exception):
+    """Shutdown was asked while waiting for the database; abandon the batch uncommitted."""
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def dead_letter_topic(group: str) -> str:
+    return f"dlq.{group}"
+
+
+@dataclass
+class RunnerStats:
+    processed: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    batches: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    received: Received
+    event: Event[Any]
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        group: str,
+        handlers: Mapping[str, Handler],
+        transport: Transport,
+        registry: EventRegistry,
+        transactions: Transactions,
+        processed: Table,
+        tracer_provider: trace.TracerProvider | None = None,
+        max_attempts: int = 5,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 10.0,
+        batch_size: int = 500,
+        poll_timeout_ms: int = 200,
+    ) -> None:
+        self.group = group
+        self.handlers = dict(handlers)
+        self.stats = RunnerStats()
+        self._transport = transport
+        self._registry = registry
+        self._transactions = transactions
+        self._processed = processed
+        self._tracer_provider = tracer_provider or trace.get_tracer_provider()
+        self._max_attempts = max_attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._batch_size = batch_size
+        self._poll_timeout_ms = poll_timeout_ms
+        self._stopping = asyncio.Event()
+        self._consumer: Consumer | None = None
+        self.started = asyncio.Event()
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self.handlers)
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit it, then leave the group."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        consumer = await self._transport.consumer(self.group, self.topics)
+        self._consumer = consumer
+        self.started.set()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batch = await consumer.getmany(
+                        timeout_ms=self._poll_timeout_ms, max_records=self._batch_size
+                    )
+                except BrokerUnavailable:
+                    await self._pause(1.0)
+                    continue
+                if batch:
+                    try:
+                        await self.process(batch)
+                    except _Stopping:
+                        break  # uncommitted: the batch is redelivered after restart
+                    await self._commit(consumer, batch)
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _commit(self, consumer: Consumer, batch: Sequence[Received]) -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        for r in batch:
+            offsets[(r.topic, r.partition)] = max(offsets.get((r.topic, r.partition), 0), r.offset + 1)
+        try:
+            await consumer.commit(offsets)
+        except BrokerUnavailable:
+            # The effects are stored; the batch will be redelivered and skipped by event id.
+            log.warning("offset commit failed for group %s; batch will be redelivered", self.group)
+
+    async def process(self, batch: Sequence[Received]) -> None:
+        """Apply one batch (steps 1–3 above); offsets are the caller's business."""
+        self.stats.batches += 1
+        decoded: list[_Decoded] = []
+        for received in batch:
+            event = await self._decode_or_dead_letter(received)
+            if event is not None:
+                decoded.append(_Decoded(received, event))
+        if not decoded:
+            return
+        try:
+            async with self._transactions() as tx:
+                await self._apply(decoded, tx)
+        except Exception:
+            for item in decoded:
+                await self._apply_alone(item)
+
+    async def _decode_or_dead_letter(self, received: Received) -> Event[Any] | None:
+        event_type = read_type(received.message)
+        handler = self.handlers.get(event_type or "")
+        if handler is None or event_type not in self._registry:
+            await self._dead_letter(received, reason="unexpected_type", attempts=0)
+            return None
+        try:
+            return decode(received.message, self._registry.get(event_type).data_model)
+        except MalformedEvent:
+            await self._dead_letter(received, reason="malformed", attempts=0)
+            return None
+
+    async def _apply(self, items: Sequence[_Decoded], tx: Transaction) -> None:
+        ids = [i.event.id for i in items]
+        p = self._processed
+        done = set(
+            (
+                await tx.session.execute(
+                    select(p.c.event_id).where(p.c.consumer_group == self.group, p.c.event_id.in_(ids))
+                )
+            ).scalars()
+        )
+        fresh: list[_Decoded] = []
+        for item in items:
+            if item.event.id in done:
+                self.stats.duplicates += 1
+                continue
+            done.add(item.event.id)  # the same event twice in one batch
+            fresh.append(item)
+        for item in fresh:
+            with consume_span(
+                self._tracer_provider,
+                event_type=item.event.type,
+                event_id=item.event.id,
+                group=self.group,
+                traceparent=item.event.traceparent,
+            ):
+                await self.handlers[item.event.type](item.event, tx)
+        if fresh:
+            now = datetime.now(UTC)
+            await tx.session.execute(
+                insert(p),
+                [
+                    {"consumer_group": self.group, "event_id": i.event.id, "type": i.event.type,
+                     "processed_at": now}
+                    for i in fresh
+                ],
+            )
+        self.stats.processed += len(fresh)
+
+    async def _apply_alone(self, item: _Decoded) -> None:
+        delay = self._backoff_initial
+        attempt = 0
+        while attempt < self._max_attempts:
+            attempt += 1
+            try:
+                async with self._transactions() as tx:
+                    await self._apply([item], tx)
+                return
+            except Exception as exc:
+                if _is_transient(exc):
+                    # The database (not the event) is the problem: wait for it without
+                    # spending the event's attempts, so an outage dead-letters nothing.
+                    attempt -= 1
+                    if self._stopping.is_set():
+                        raise _Stopping from exc
+                    log.warning("group %s: database unavailable (%s); waiting",
+                                self.group, type(exc).__name__)
+                    await self._pause(min(delay, self._backoff_max))
+                    delay = min(delay * 2, self._backoff_max)
+                    continue
+                # Only the exception's type: its message may quote the data being handled.
+                log.warning(
+                    "group %s: %s failed on attempt %d/%d (%s)",
+                    self.group, item.event.type, attempt, self._max_attempts, type(exc).__name__,
+                )
+                if attempt == self._max_attempts:
+                    await self._dead_letter(
+                        item.received, reason=type(exc).__name__, attempts=attempt
+                    )
+                    return
+                self.stats.retries += 1
+                await self._pause(delay)
+                delay = min(delay * 2, self._backoff_max)
+
+    async def _dead_letter(self, received: Received, *, reason: str, attempts: int) -> None:
+        original = received.message
+        headers = (
+            *original.headers,
+            ("dlq_group", self.group.encode()),
+            ("dlq_reason", reason.encode()),
+            ("dlq_attempts", str(attempts).encode()),
+            ("dlq_topic", received.topic.encode()),
+            ("dlq_partition", str(received.partition).encode()),
+            ("dlq_offset", str(received.offset).encode()),
+        )
+        topic = dead_letter_topic(self.group)
+        message = WireMessage(topic=topic, key=original.key, value=original.value, headers=headers)
+        await self._transport.ensure_topics([topic])
+        while True:  # losing a dead letter would lose the event: wait for the broker
+            try:
+                await self._transport.send([message])
+                break
+            except BrokerUnavailable:
+                await self._pause(1.0)
+        self.stats.dead_lettered += 1
+        log.error("group %s: message at %s/%d@%d dead-lettered (%s)", self.group,
+                  received.topic, received.partition, received.offset, reason)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+

@@ -1,0 +1,30 @@
+"""Database engines, the shared tables and migrations (sqlmodel / SQLAlchemy async)."""
+
+from kiban_common.db._engine import async_url, create_engine, is_sqlite, session_factory
+from kiban_common.db._migrations import (
+    current_revision,
+    migrate,
+    run_migrations_env,
+    schema_drift,
+)
+from kiban_common.db._shared import AUDIT, create_shared_tables, drop_shared_tables, shared_tables
+from kiban_common.db._tables import OUTBOX, PROCESSED, outbox_table, processed_table
+
+__all__ = [
+    "AUDIT",
+    "OUTBOX",
+    "PROCESSED",
+    "async_url",
+    "create_engine",
+    "create_shared_tables",
+    "current_revision",
+    "drop_shared_tables",
+    "is_sqlite",
+    "migrate",
+    "outbox_table",
+    "processed_table",
+    "run_migrations_env",
+    "schema_drift",
+    "session_factory",
+    "shared_tables",
+]

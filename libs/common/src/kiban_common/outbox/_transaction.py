@@ -1,0 +1,104 @@
+"""One transaction for a state change and the events it causes (the transactional outbox).
+
+A request handler or an event handler does its work through a `Transaction`: writes go through
+`tx.session`, events through `tx.emit()`. Both commit together or not at all; the relay publishes
+the events only after the commit, so an event never announces a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, insert
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from kiban_common.events import REGISTRY, Event, EventRegistry, Zone, ZoneViolation, encode
+from kiban_common.events import may_publish as _may_publish
+from kiban_common.telemetry import current_traceparent
+
+
+class Transaction:
+    """The session of one unit of work and the events it will publish."""
+
+    def __init__(self, session: AsyncSession, outbox: OutboxWriter) -> None:
+        self.session = session
+        self._outbox = outbox
+        self._emitted = 0
+
+    async def emit(self, event: Event[Any]) -> None:
+        await self._outbox.write(self.session, event)
+        self._emitted += 1
+
+    @property
+    def emitted(self) -> int:
+        return self._emitted
+
+
+class OutboxWriter:
+    """Checks an event against the registry and the zone, then stores it in the outbox table."""
+
+    def __init__(
+        self,
+        table: Table,
+        *,
+        zone: Zone,
+        registry: EventRegistry = REGISTRY,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.table = table
+        self.zone = zone
+        self.registry = registry
+        self.on_commit = on_commit
+
+    def check(self, event: Event[Any]) -> None:
+        spec = self.registry.get(event.type)
+        if not _may_publish(self.zone, spec.classification, spec.sealing):
+            raise ZoneViolation(
+                zone=self.zone, event_type=spec.type, classification=spec.classification,
+                verb="publish",
+            )
+        if not isinstance(event.data, spec.data_model):
+            raise TypeError(f"{event.type} carries {spec.data_model.__name__}, "
+                            f"not {type(event.data).__name__}")
+
+    async def write(self, session: AsyncSession, event: Event[Any]) -> None:
+        self.check(event)
+        if event.traceparent is None:
+            event = _with_trace(event)
+        wire = encode(event)
+        await session.execute(
+            insert(self.table).values(
+                event_id=event.id,
+                type=event.type,
+                key=wire.key,
+                value=wire.value,
+                headers=[[k, v.decode()] for k, v in wire.headers],
+                created_at=datetime.now(UTC),
+            )
+        )
+
+
+def _with_trace(event: Event[Any]) -> Event[Any]:
+    traceparent = current_traceparent()
+    if traceparent is None:
+        return event
+    return Event(
+        type=event.type, source=event.source, key=event.key, data=event.data, id=event.id,
+        time=event.time, subject=event.subject, traceparent=traceparent,
+    )
+
+
+@asynccontextmanager
+async def transaction(
+    sessions: async_sessionmaker[AsyncSession], outbox: OutboxWriter
+) -> AsyncIterator[Transaction]:
+    """Open a unit of work; commit on normal exit, roll back on an exception."""
+    async with sessions() as session, session.begin():
+        tx = Transaction(session, outbox)
+        yield tx
+    if tx.emitted and outbox.on_commit is not None:
+        outbox.on_commit()

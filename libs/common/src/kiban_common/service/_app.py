@@ -1,0 +1,122 @@
+"""The FastAPI app of a service: its routers plus what every service has the same.
+
+`/healthz` (the process answers), `/readyz` (database and broker reachable), `/openapi.json`,
+JSON errors with `code` and `message`, the zone guard, bearer-token verification, the audit log
+of every request and tracing. Resources open in the lifespan, never at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+from kiban_common.bus import MemoryBroker
+from kiban_common.db import AUDIT
+from kiban_common.events import Zone
+from kiban_common.security import (
+    AuditMiddleware,
+    FileKeySource,
+    KeySource,
+    TokenVerifier,
+    UrlKeySource,
+    ZoneGuard,
+    install_error_handlers,
+)
+from kiban_common.service._definition import ServiceDefinition
+from kiban_common.service._runtime import ServiceRuntime
+from kiban_common.settings import KibanSettings, SettingsError
+
+_UNGUARDED = ("/healthz", "/readyz")
+
+
+def build_app(
+    definition: ServiceDefinition,
+    settings: KibanSettings,
+    *,
+    broker: MemoryBroker | None = None,
+) -> FastAPI:
+    runtime = ServiceRuntime(definition, settings, broker=broker)
+    http = httpx.AsyncClient(timeout=10)
+    verifier = TokenVerifier(
+        issuer=_required(settings.auth.issuer, "KIBAN_AUTH__ISSUER"),
+        key_source=_key_source(settings, http),
+        audience=settings.auth.audience,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime.running():
+            yield
+        await http.aclose()
+
+    app = FastAPI(
+        title=definition.title or f"Kiban {definition.name}",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.token_verifier = verifier
+    app.state.zone = definition.zone
+    install_error_handlers(app)
+    _health_routes(app, runtime)
+    for router in definition.routers:
+        app.include_router(router)
+    app.add_middleware(
+        AuditMiddleware,
+        sessions=runtime.sessions,
+        table=definition.metadata.tables[AUDIT],
+        exempt_paths=_UNGUARDED,
+    )
+    app.add_middleware(
+        ZoneGuard,
+        zone=definition.zone.value,
+        allowed_networks=settings.zone_guard.allowed_networks
+        if definition.zone is Zone.CORE
+        else (),
+        exempt_paths=_UNGUARDED,
+    )
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=runtime.tracer_provider, excluded_urls="healthz,readyz"
+    )
+    return app
+
+
+def _health_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
+    @app.get("/healthz", tags=["health"], summary="the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.definition.name,
+                "zone": runtime.definition.zone.value}
+
+    @app.get("/readyz", tags=["health"], summary="the database and the broker answer",
+             responses={503: {"description": "not ready"}})
+    async def readyz(request: Request) -> Any:
+        checks = await runtime.readiness()
+        if all(v == "ok" for v in checks.values()):
+            return {"status": "ready", "checks": checks}
+        return JSONResponse(
+            status_code=503,
+            content={"code": "not_ready", "message": "a dependency is unavailable",
+                     "checks": checks},
+        )
+
+
+def _key_source(settings: KibanSettings, http: httpx.AsyncClient) -> KeySource:
+    if settings.auth.jwks_file is not None:
+        return FileKeySource(settings.auth.jwks_file)
+    if settings.auth.jwks_url is not None:
+        return UrlKeySource(settings.auth.jwks_url, http)
+    raise SettingsError(
+        "invalid settings:\n  KIBAN_AUTH__JWKS_URL or KIBAN_AUTH__JWKS_FILE: required to verify tokens"
+    )
+
+
+def _required(value: str | None, variable: str) -> str:
+    if not value:
+        raise SettingsError(f"invalid settings:\n  {variable}: required")
+    return value

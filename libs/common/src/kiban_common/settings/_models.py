@@ -1,0 +1,183 @@
+"""Kiban's settings, read from `KIBAN_*` environment variables (nested with `__`).
+
+Flat names in CONTRACT.md stay flat (`KIBAN_DATABASE_URL`, `KIBAN_KAFKA_BOOTSTRAP`); groups of
+options are nested models (`KIBAN_KAFKA__SECURITY_PROTOCOL`, `KIBAN_AUTH__ISSUER`, ...).
+Settings are built once in a service's `main.py`, never at import time.
+"""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kiban_common.events import Zone
+
+_DB_SCHEMES = ("postgresql", "postgresql+asyncpg", "sqlite", "sqlite+aiosqlite")
+
+
+class KafkaSettings(BaseModel):
+    """Client options for the broker (the bootstrap address is `KIBAN_KAFKA_BOOTSTRAP`)."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    client_id: str | None = None
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    topic_replication_factor: int = Field(default=1, ge=1, le=10)
+    create_topics: bool = True
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                "SASL needs KIBAN_KAFKA__SASL_MECHANISM, KIBAN_KAFKA__SASL_USERNAME and "
+                "KIBAN_KAFKA__SASL_PASSWORD"
+            )
+        return self
+
+
+class ConsumerSettings(BaseModel):
+    """How the consumer runner retries an event before it goes to the dead-letter topic."""
+
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff_initial_ms: int = Field(default=100, ge=0)
+    backoff_max_ms: int = Field(default=10_000, ge=0)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+
+
+class OutboxSettings(BaseModel):
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    poll_interval_ms: int = Field(default=200, ge=1)
+
+
+class AuthSettings(BaseModel):
+    """Where bearer tokens come from. One of `jwks_url` / `jwks_file` is needed to serve."""
+
+    issuer: str | None = None
+    audience: str | None = None
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https_or_loopback(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://127.", "http://localhost")):
+            raise ValueError("must be an https:// URL (or http on loopback)")
+        return value
+
+
+class CryptoSettings(BaseModel):
+    """Field-encryption keys (AES-256, base64) by key id, and the blind-index key.
+
+    Either inline (`KIBAN_CRYPTO__KEYS='{"k1": "<base64>"}'`) or a JSON file mounted from a
+    secret (`KIBAN_CRYPTO__KEYS_FILE`) holding `keys`, `active_key_id` and `index_key`.
+    """
+
+    keys: dict[str, SecretStr] = Field(default_factory=dict)
+    active_key_id: str | None = None
+    index_key: SecretStr | None = None
+    keys_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _load_file(self) -> CryptoSettings:
+        if self.keys_file is None:
+            return self
+        try:
+            raw: dict[str, Any] = json.loads(self.keys_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the key file: {type(exc).__name__}") from None
+        self.keys = {**{k: SecretStr(v) for k, v in raw.get("keys", {}).items()}, **self.keys}
+        self.active_key_id = self.active_key_id or raw.get("active_key_id")
+        if self.index_key is None and raw.get("index_key"):
+            self.index_key = SecretStr(raw["index_key"])
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.keys and self.active_key_id and self.index_key)
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+
+class ZoneGuardSettings(BaseModel):
+    """Networks a core-zone service accepts callers from (the information zone is open)."""
+
+    allowed_networks: list[IPv4Network | IPv6Network] = Field(
+        default_factory=lambda: [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
+    )
+
+
+class TelemetrySettings(BaseModel):
+    exporter: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoint_for_otlp(self) -> TelemetrySettings:
+        if self.exporter == "otlp" and not self.otlp_endpoint:
+            raise ValueError("KIBAN_TELEMETRY__OTLP_ENDPOINT is needed with exporter 'otlp'")
+        return self
+
+
+class KibanSettings(BaseSettings):
+    """Settings every service reads. A service subclasses it to set its own defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KIBAN_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    zone: Zone
+    database_url: str
+    bus: Literal["kafka", "memory"] = "kafka"
+    kafka_bootstrap: str | None = None
+    migrate_on_start: bool = False
+    state_dir: Path = Path(".kiban")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    crypto: CryptoSettings = Field(default_factory=CryptoSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    zone_guard: ZoneGuardSettings = Field(default_factory=ZoneGuardSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0]
+        if "://" not in value or scheme not in _DB_SCHEMES:
+            raise ValueError(f"must start with one of {', '.join(s + '://' for s in _DB_SCHEMES)}")
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _host_ports(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for hostport in value.split(","):
+            host, _, port = hostport.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError("must be host:port[,host:port...]")
+        return value
+
+    @model_validator(mode="after")
+    def _bus_has_broker(self) -> KibanSettings:
+        if self.bus == "kafka" and not self.kafka_bootstrap:
+            raise ValueError("KIBAN_KAFKA_BOOTSTRAP is required when KIBAN_BUS is 'kafka'")
+        return self

@@ -1,0 +1,17 @@
+"""Tracing with OpenTelemetry: providers per service and trace context through events."""
+
+from kiban_common.telemetry._tracing import (
+    Exporter,
+    build_tracer_provider,
+    consume_span,
+    current_traceparent,
+    headers_carrier,
+)
+
+__all__ = [
+    "Exporter",
+    "build_tracer_provider",
+    "consume_span",
+    "current_traceparent",
+    "headers_carrier",
+]

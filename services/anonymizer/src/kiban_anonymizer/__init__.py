@@ -1,0 +1,1 @@
+"""Kiban anonymizer service (core zone): research store and anonymized / pseudonymized dataset builds."""

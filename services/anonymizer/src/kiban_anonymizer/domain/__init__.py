@@ -1,0 +1,1 @@
+"""Pure rules of the anonymizer service: no framework, no I/O."""

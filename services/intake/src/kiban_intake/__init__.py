@@ -1,0 +1,1 @@
+"""Kiban intake service (core zone): institutions post medical information (FHIR bundles, bulk NDJSON)."""

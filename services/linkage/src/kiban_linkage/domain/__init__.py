@@ -1,0 +1,1 @@
+"""Pure rules of the linkage service: no framework, no I/O."""

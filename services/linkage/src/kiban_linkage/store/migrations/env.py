@@ -1,0 +1,4 @@
+from kiban_common.db import run_migrations_env
+from kiban_linkage.store.tables import metadata
+
+run_migrations_env(metadata)

@@ -1,0 +1,1 @@
+"""Pure rules of the optout service: no framework, no I/O."""

@@ -1,0 +1,1 @@
+"""Kiban release service (information zone): approved datasets delivered and traced."""

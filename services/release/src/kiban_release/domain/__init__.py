@@ -1,0 +1,1 @@
+"""Pure rules of the release service: no framework, no I/O."""

@@ -1,0 +1,5 @@
+"""HTTP routes of the review service."""
+
+from fastapi import APIRouter
+
+routers: list[APIRouter] = []

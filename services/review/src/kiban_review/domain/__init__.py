@@ -1,0 +1,1 @@
+"""Pure rules of the review service: no framework, no I/O."""
