@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from sqlalchemy import MetaData
 
 from kiban_common.bus import Handler
-from kiban_common.events import Zone
+from kiban_common.events import REGISTRY, EventRegistry, Zone
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     # consumer group suffix → (event type → handler); the group is `kiban-<service>[-suffix]`
     consumers: Mapping[str, Mapping[str, Handler]] = field(default_factory=dict)
+    registry: EventRegistry = REGISTRY
 
     def group(self, suffix: str) -> str:
         return f"kiban-{self.name}" + (f"-{suffix}" if suffix else "")

@@ -65,13 +65,18 @@ class ServiceRuntime:
         else:
             assert settings.kafka_bootstrap is not None  # the settings model checks it
             transport = KafkaTransport(settings.kafka_bootstrap, settings.kafka)
-        self.bus = Bus(transport, service=definition.name, zone=definition.zone)
+        self.bus = Bus(
+            transport, service=definition.name, zone=definition.zone, registry=definition.registry
+        )
         self.relay = OutboxRelay(
             self.sessions, self.outbox_table, self.bus.publish,
             batch_size=settings.outbox.batch_size,
             poll_interval=settings.outbox.poll_interval_ms / 1000,
         )
-        self.outbox = OutboxWriter(self.outbox_table, zone=definition.zone, on_commit=self.relay.wake)
+        self.outbox = OutboxWriter(
+            self.outbox_table, zone=definition.zone, registry=definition.registry,
+            on_commit=self.relay.wake,
+        )
         self.consumers: list[ConsumerRunner] = [
             self.bus.consumer(
                 definition.group(suffix),
