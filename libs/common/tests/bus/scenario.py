@@ -127,7 +127,7 @@ def record_effect(node: Node) -> Handler:
     table = node.metadata.tables["effects"]
 
     async def handle(event: Event[Any], tx: Transaction) -> None:
-        await tx.session.execute(
+        await tx.session.exec(
             insert(table).values(event_id=event.id, thing=event.data.thing, n=event.data.n)
         )
 
@@ -153,7 +153,7 @@ async def do_thing(node: Node, event_type: str, thing: str, n: int, key: str | N
     event = Event(type=event_type, source=f"/kiban/{node.name}", key=key or thing,
                   data=ThingDone(thing=thing, n=n))
     async with node.transaction() as tx:
-        await tx.session.execute(insert(node.metadata.tables["things"]).values(name=f"{thing}-{n}"))
+        await tx.session.exec(insert(node.metadata.tables["things"]).values(name=f"{thing}-{n}"))
         await tx.emit(event)
     return event.id
 

@@ -1,0 +1,24 @@
+"""Kiban's test harness: real infrastructure for tests, started on demand.
+
+``KafkaBroker`` runs a single-node Apache Kafka (KRaft) from Maven Central jars on the local
+JDK; ``PostgresCluster`` runs a throwaway PostgreSQL cluster from Debian's packages. Both are
+plain context managers usable from benches and scripts; the pytest plugin
+(:mod:`kiban_testing.plugin`, loaded automatically) wraps them in session fixtures.
+"""
+
+from kiban_testing._errors import HarnessError
+from kiban_testing._ports import free_port
+from kiban_testing.kafka import KAFKA_VERSION, KafkaBroker, KafkaServer, kafka_jars
+from kiban_testing.postgres import ExternalPostgres, PostgresCluster, PostgresServer
+
+__all__ = [
+    "KAFKA_VERSION",
+    "ExternalPostgres",
+    "HarnessError",
+    "KafkaBroker",
+    "KafkaServer",
+    "PostgresCluster",
+    "PostgresServer",
+    "free_port",
+    "kafka_jars",
+]

@@ -176,7 +176,7 @@ class ConsumerRunner:
         p = self._processed
         done = set(
             (
-                await tx.session.execute(
+                await tx.session.exec(
                     select(p.c.event_id).where(p.c.consumer_group == self.group, p.c.event_id.in_(ids))
                 )
             ).scalars()
@@ -199,9 +199,9 @@ class ConsumerRunner:
                 await self.handlers[item.event.type](item.event, tx)
         if fresh:
             now = datetime.now(UTC)
-            await tx.session.execute(
+            await tx.session.exec(
                 insert(p),
-                [
+                params=[
                     {"consumer_group": self.group, "event_id": i.event.id, "type": i.event.type,
                      "processed_at": now}
                     for i in fresh

@@ -7,6 +7,8 @@ in production.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
 from alembic import command, context
@@ -24,13 +26,21 @@ def _config(script_location: str, connection: Connection) -> Config:
     return config
 
 
+# Alembic's `context` is a module-global proxy: two migrations interleaving in one event loop
+# (six services starting in `kiban dev`) would tear it down under each other.
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def migrate(engine: AsyncEngine, script_location: str, revision: str = "head") -> None:
     """Upgrade the database to `revision`; `script_location` is `package:directory`."""
 
     def upgrade(connection: Connection) -> None:
         command.upgrade(_config(script_location, connection), revision)
 
-    async with engine.begin() as connection:
+    lock = _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock, engine.begin() as connection:
         await connection.run_sync(upgrade)
 
 

@@ -73,7 +73,7 @@ class OutboxRelay:
         t = self._table
         async with self._sessions() as session, session.begin():
             rows = (
-                await session.execute(
+                await session.exec(
                     select(t.c.id, t.c.type, t.c.key, t.c.value, t.c.headers)
                     .order_by(t.c.id)
                     .limit(self._batch_size)
@@ -95,13 +95,13 @@ class OutboxRelay:
             )
             # Exactly the rows sent: ids are allotted at insert, not at commit, so a lower id
             # may commit later and must not be swept away unpublished.
-            await session.execute(delete(t).where(t.c.id.in_([row.id for row in rows])))
+            await session.exec(delete(t).where(t.c.id.in_([row.id for row in rows])))
         self.published += len(rows)
         return len(rows)
 
     async def pending(self) -> int:
         async with self._sessions() as session:
-            return int((await session.execute(select(func.count()).select_from(self._table))).scalar_one())
+            return int((await session.exec(select(func.count()).select_from(self._table))).scalar_one())
 
     async def _sleep(self, seconds: float) -> None:
         try:

@@ -70,7 +70,7 @@ class OutboxWriter:
         if event.traceparent is None:
             event = _with_trace(event)
         wire = encode(event)
-        await session.execute(
+        await session.exec(
             insert(self.table).values(
                 event_id=event.id,
                 type=event.type,

@@ -1,0 +1,204 @@
+"""The audit log: one append-only row per HTTP request, written after the response is sent.
+
+A row says who (the token subject), what (method and route template), when, from where, with
+which outcome and how long it took, plus the request and trace ids to join it with other
+records. It never holds a request body, a query string or a header value other than the
+request id: the route template is stored, not the concrete path, so identifiers in paths stay
+out of it (only a request that matched no route keeps its raw path, cut to 200 characters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+)
+from starlette.datastructures import Headers, MutableHeaders
+
+from kiban_common.security._routes import route_or_path
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_log = logging.getLogger(__name__)
+
+AUDIT_TABLE = "kiban_audit_log"
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_CLIENT_CLOSED = 499  # the client went away before a response started (nginx's convention)
+_BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+
+
+def audit_table(metadata: MetaData, name: str = AUDIT_TABLE) -> Table:
+    """The audit table in a service's metadata. Make it append-only with `append_only_ddl`."""
+    table = Table(
+        name,
+        metadata,
+        Column("id", _BigId, primary_key=True, autoincrement=True),
+        Column("at", DateTime(timezone=True), nullable=False),
+        Column("principal", String(256), nullable=True),
+        Column("method", String(16), nullable=False),
+        Column("route", String(255), nullable=False),
+        Column("status", Integer, nullable=False),
+        Column("source", String(64), nullable=True),
+        Column("request_id", String(64), nullable=False),
+        Column("trace_id", String(32), nullable=True),
+        Column("duration_ms", Float, nullable=False),
+    )
+    Index(f"ix_{name}_at", table.c.at)
+    Index(f"ix_{name}_principal_at", table.c.principal, table.c.at)
+    return table
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    at: datetime
+    principal: str | None
+    method: str
+    route: str
+    status: int
+    source: str | None
+    request_id: str
+    trace_id: str | None
+    duration_ms: float
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AuditMiddleware:
+    """Pure ASGI middleware writing one `AuditRecord` per HTTP request.
+
+    The row is written once the response has been handed to the server, so the client does not
+    wait for it (the ASGI task does). A request that ends in an exception is recorded as 500;
+    one whose client disconnected first as 499, written from a separate task so the
+    cancellation cannot stop it. A failed write is never silent: it is logged as a warning with
+    a running count (no row content). The principal is what `bearer_principal` left in the
+    request state (`principal_subject`); the request id is the caller's `X-Request-ID` when it
+    is a plain token, else a new one, and is echoed in the response.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        sessions: async_sessionmaker[Any],
+        table: Table,
+        exempt_paths: Collection[str] = (),
+    ) -> None:
+        self.app = app
+        self.sessions = sessions
+        self.table = table
+        self.exempt_paths = frozenset(exempt_paths)
+        self.failed_writes = 0
+        self._detached: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt_paths:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        at = datetime.now(UTC)
+        root_path = str(scope.get("root_path", ""))
+        headers = Headers(scope=scope)
+        request_id = _request_id(headers.get(REQUEST_ID_HEADER))
+        trace_id = _trace_id(headers.get("traceparent"))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status: int | None = None
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                response_headers = MutableHeaders(scope=message)
+                if REQUEST_ID_HEADER not in response_headers:
+                    response_headers.append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        def record(final_status: int) -> AuditRecord:
+            client = scope.get("client")
+            principal = state.get("principal_subject")
+            return AuditRecord(
+                at=at,
+                principal=principal if isinstance(principal, str) else None,
+                method=str(scope.get("method", ""))[:16],
+                route=route_or_path(scope, root_path=root_path),
+                status=final_status,
+                source=str(client[0])[:64] if client else None,
+                request_id=request_id,
+                trace_id=trace_id,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        except asyncio.CancelledError:
+            self._write_detached(record(status if status is not None else _CLIENT_CLOSED))
+            raise
+        except Exception:
+            await self.write(record(500 if status is None or status < 400 else status))
+            raise
+        await self.write(record(status if status is not None else 500))
+
+    async def write(self, record: AuditRecord) -> None:
+        """Insert one row; failures are counted and logged, never raised into the request."""
+        try:
+            async with self.sessions() as session, session.begin():
+                connection = await session.connection()
+                await connection.execute(insert(self.table).values(**record.as_row()))
+        except Exception as exc:
+            self.failed_writes += 1
+            _log.warning("audit row not written (%s; %d failed so far)",
+                         type(exc).__name__, self.failed_writes)
+
+    async def drain(self) -> None:
+        """Wait for rows written from detached tasks (call at shutdown)."""
+        while self._detached:
+            await asyncio.gather(*tuple(self._detached), return_exceptions=True)
+
+    def _write_detached(self, record: AuditRecord) -> None:
+        task = asyncio.get_running_loop().create_task(self.write(record))
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
+
+def _request_id(supplied: str | None) -> str:
+    if supplied is not None and _REQUEST_ID.fullmatch(supplied):
+        return supplied
+    return uuid.uuid4().hex
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    """The active span's trace id (tracing middleware runs outside this one), else the one in
+    an incoming `traceparent`."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return format(context.trace_id, "032x")
+    if traceparent:
+        match = _TRACEPARENT.fullmatch(traceparent.strip())
+        if match and match.group(1) != "0" * 32:
+            return match.group(1)
+    return None
