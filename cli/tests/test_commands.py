@@ -13,14 +13,27 @@ from pathlib import Path
 import httpx
 import pytest
 
-PORTS = {"intake": 8101, "optout": 8102, "linkage": 8103, "anonymizer": 8104, "review": 8105,
-         "release": 8106}
+PORTS = {
+    "intake": 8101,
+    "optout": 8102,
+    "linkage": 8103,
+    "anonymizer": 8104,
+    "review": 8105,
+    "release": 8106,
+}
 
 
-def _kiban(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _kiban(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kiban_cli.main", *args], cwd=cwd, capture_output=True, text=True,
-        env={**_clean_env(), **(env or {})}, timeout=120, check=False,
+        [sys.executable, "-m", "kiban_cli.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**_clean_env(), **(env or {})},
+        timeout=120,
+        check=False,
     )
 
 
@@ -41,8 +54,12 @@ def test_kiban_dev_answers_readyz_on_all_six_ports_within_20_seconds(tmp_path: P
         pytest.skip("a port of 8101-8106 is taken on this machine")
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "kiban_cli.main", "dev"], cwd=tmp_path, env=_clean_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "kiban_cli.main", "dev"],
+        cwd=tmp_path,
+        env=_clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         pending = dict(PORTS)
@@ -66,8 +83,18 @@ def test_kiban_dev_answers_readyz_on_all_six_ports_within_20_seconds(tmp_path: P
 
 
 def test_kiban_token_mints_a_token_the_dev_issuer_verifies(tmp_path: Path) -> None:
-    result = _kiban("token", "--sub", "institution:1312345678", "--scope", "intake:submit",
-                    "--claim", "organization=Example", "--ttl", "600", cwd=tmp_path)
+    result = _kiban(
+        "token",
+        "--sub",
+        "institution:1312345678",
+        "--scope",
+        "intake:submit",
+        "--claim",
+        "organization=Example",
+        "--ttl",
+        "600",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     assert token.count(".") == 2
@@ -75,8 +102,9 @@ def test_kiban_token_mints_a_token_the_dev_issuer_verifies(tmp_path: Path) -> No
 
     from kiban_common.security import FileKeySource, TokenVerifier
 
-    verifier = TokenVerifier(issuer="kiban-dev",
-                             key_source=FileKeySource(tmp_path / ".kiban" / "dev-jwks.json"))
+    verifier = TokenVerifier(
+        issuer="kiban-dev", key_source=FileKeySource(tmp_path / ".kiban" / "dev-jwks.json")
+    )
     principal = asyncio.run(verifier.verify(token))
     assert principal.subject == "institution:1312345678"
     assert principal.has_scope("intake:submit")

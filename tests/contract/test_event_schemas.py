@@ -67,5 +67,12 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any], path: str = "") -
 
 def test_breaking_change_detector_sees_a_removed_and_a_newly_required_field() -> None:
     old = {"properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a"]}
-    new = {"properties": {"a": {"type": "integer"}, "c": {"type": "string"}}, "required": ["a", "c"]}
-    assert sorted(breaking_changes(old, new)) == ["a changed type", "b removed", "c became required"]
+    new = {
+        "properties": {"a": {"type": "integer"}, "c": {"type": "string"}},
+        "required": ["a", "c"],
+    }
+    assert sorted(breaking_changes(old, new)) == [
+        "a changed type",
+        "b removed",
+        "c became required",
+    ]

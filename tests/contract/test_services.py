@@ -32,8 +32,10 @@ async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _embedded(service: Service, state: Path, **extra: Any) -> Any:
-    return load_settings(service.settings, **{**dev_overrides(state, service.name, service.port,
-                                                                "127.0.0.1"), **extra})
+    return load_settings(
+        service.settings,
+        **{**dev_overrides(state, service.name, service.port, "127.0.0.1"), **extra},
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -46,8 +48,11 @@ async def test_embedded_service_is_healthy_ready_and_declares_its_zone(
     async for client in _client(app):
         health = await client.get("/healthz")
         assert health.status_code == 200
-        assert health.json() == {"status": "ok", "service": name,
-                                 "zone": service.definition.zone.value}
+        assert health.json() == {
+            "status": "ok",
+            "service": name,
+            "zone": service.definition.zone.value,
+        }
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
@@ -66,8 +71,9 @@ async def test_service_on_postgres_and_kafka_is_ready(
 ) -> None:
     service = SERVICES[name]
     url = postgres_cluster.create_database(f"{name}_{secrets.token_hex(3)}")
-    settings = _embedded(service, tmp_path, database_url=url, bus="kafka",
-                         kafka_bootstrap=kafka_bootstrap)
+    settings = _embedded(
+        service, tmp_path, database_url=url, bus="kafka", kafka_bootstrap=kafka_bootstrap
+    )
     async for client in _client(service.create_app(settings)):
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text

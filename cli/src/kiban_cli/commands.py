@@ -45,8 +45,10 @@ async def dev(args: argparse.Namespace) -> int:
     def announce() -> None:
         print(f"kiban dev: six services ready (state in {state}/):")
         for service in SERVICES.values():
-            print(f"  {service.name:<11} {service.definition.zone.value:<12} "
-                  f"http://{args.host}:{service.port}")
+            print(
+                f"  {service.name:<11} {service.definition.zone.value:<12} "
+                f"http://{args.host}:{service.port}"
+            )
         print("Ctrl-C stops them.", flush=True)
 
     try:

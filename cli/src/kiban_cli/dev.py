@@ -33,8 +33,9 @@ def build_servers(state: Path, host: str, names: list[str] | None = None) -> lis
         service = SERVICES[name]
         settings = load_settings(service.settings, **dev_overrides(state, name, service.port, host))
         app = service.create_app(settings, broker=broker)
-        config = uvicorn.Config(app, host=host, port=service.port, log_level="warning",
-                                lifespan="on")
+        config = uvicorn.Config(
+            app, host=host, port=service.port, log_level="warning", lifespan="on"
+        )
         servers.append(_Server(config))
     return servers
 
@@ -66,10 +67,10 @@ class StartupFailed(RuntimeError):
 
 
 async def wait_ready(
-    servers: list[_Server], tasks: list[asyncio.Task[None]], timeout: float = 60
+    servers: list[_Server], tasks: list[asyncio.Task[None]], within: float = 60
 ) -> None:
     """Until every server answers `/readyz` 200; a server that exits first is a failed start."""
-    async with httpx.AsyncClient(timeout=2) as client, asyncio.timeout(timeout):
+    async with httpx.AsyncClient(timeout=2) as client, asyncio.timeout(within):
         for server, task in zip(servers, tasks, strict=True):
             url = f"http://{server.config.host}:{server.config.port}/readyz"
             while True:

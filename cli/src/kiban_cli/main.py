@@ -30,8 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a bearer token from the development issuer")
     token.add_argument("--sub", required=True, help="principal, e.g. institution:1312345678")
     token.add_argument("--scope", default="", help='space-separated scopes, e.g. "intake:submit"')
-    token.add_argument("--claim", action="append", default=[], metavar="K=V",
-                       help="an extra claim (repeatable)")
+    token.add_argument(
+        "--claim", action="append", default=[], metavar="K=V", help="an extra claim (repeatable)"
+    )
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.set_defaults(run=commands.token)
 

@@ -73,10 +73,14 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             broker.available = True
 
         s = Stack(
-            request.param, registry, done, secret,
+            request.param,
+            registry,
+            done,
+            secret,
             transport=lambda: MemoryTransport(broker),
             database=lambda name: f"sqlite:///{tmp_path}/{name}.db",
-            stop_broker=stop_memory, start_broker=start_memory,
+            stop_broker=stop_memory,
+            start_broker=start_memory,
         )
     else:
         kafka = request.getfixturevalue("kafka_broker")
@@ -91,10 +95,14 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             await asyncio.to_thread(kafka.start)
 
         s = Stack(
-            request.param, registry, done, secret,
+            request.param,
+            registry,
+            done,
+            secret,
             transport=lambda: KafkaTransport(kafka.bootstrap, options),
             database=lambda name: postgres.create_database(f"{name}_{suffix}"),
-            stop_broker=stop_kafka, start_broker=start_kafka,
+            stop_broker=stop_kafka,
+            start_broker=start_kafka,
         )
     try:
         yield s
@@ -102,10 +110,10 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await s.close()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30) -> None:
     """Wait until `check()` holds; fail with the timeout otherwise."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(0.05)

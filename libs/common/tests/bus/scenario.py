@@ -48,11 +48,21 @@ def make_registry() -> tuple[EventRegistry, str, str]:
     secret = f"kiban.{svc}.secret-thing.v1"
     registry = EventRegistry(
         [
-            EventSpec(done, Classification.PSEUDONYMOUS, ThingDone,
-                      producers=frozenset({"producer"}), consumers=frozenset({"consumer"})),
-            EventSpec(secret, Classification.IDENTIFIABLE, SecretThing,
-                      producers=frozenset({"producer"}), consumers=frozenset({"consumer"}),
-                      sealing=Sealing.SYMMETRIC),
+            EventSpec(
+                done,
+                Classification.PSEUDONYMOUS,
+                ThingDone,
+                producers=frozenset({"producer"}),
+                consumers=frozenset({"consumer"}),
+            ),
+            EventSpec(
+                secret,
+                Classification.IDENTIFIABLE,
+                SecretThing,
+                producers=frozenset({"producer"}),
+                consumers=frozenset({"consumer"}),
+                sealing=Sealing.SYMMETRIC,
+            ),
         ]
     )
     return registry, done, secret
@@ -76,9 +86,13 @@ class Node:
 
     def consumer(self, group: str, handlers: dict[str, Handler], **options: Any) -> ConsumerRunner:
         runner = self.bus.consumer(
-            group, handlers, transactions=self.transaction,
+            group,
+            handlers,
+            transactions=self.transaction,
             processed=self.metadata.tables["kiban_processed_events"],
-            backoff_initial=0.01, backoff_max=0.05, **options,
+            backoff_initial=0.01,
+            backoff_max=0.05,
+            **options,
         )
         self.runners.append(runner)
         return runner
@@ -91,7 +105,8 @@ def things(metadata: MetaData) -> Table:
 def effects(metadata: MetaData) -> Table:
     # Deliberately NOT unique on event id: a second application would show as a second row.
     return Table(
-        "effects", metadata,
+        "effects",
+        metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("event_id", String(64), nullable=False),
         Column("thing", String(64), nullable=False),
@@ -110,16 +125,24 @@ async def make_node(
     async with engine.begin() as conn:
         await conn.run_sync(create_shared_tables)
         await conn.run_sync(
-            lambda c: metadata.create_all(c, tables=[metadata.tables["things"],
-                                                     metadata.tables["effects"]])
+            lambda c: metadata.create_all(
+                c, tables=[metadata.tables["things"], metadata.tables["effects"]]
+            )
         )
     bus = Bus(transport, service=name, zone=zone, registry=registry)
     await bus.start()
     sessions = session_factory(engine)
-    relay = OutboxRelay(sessions, metadata.tables["kiban_outbox"], bus.publish,
-                        batch_size=100, poll_interval=0.02, max_backoff=0.5)
-    outbox = OutboxWriter(metadata.tables["kiban_outbox"], zone=zone, registry=registry,
-                          on_commit=relay.wake)
+    relay = OutboxRelay(
+        sessions,
+        metadata.tables["kiban_outbox"],
+        bus.publish,
+        batch_size=100,
+        poll_interval=0.02,
+        max_backoff=0.5,
+    )
+    outbox = OutboxWriter(
+        metadata.tables["kiban_outbox"], zone=zone, registry=registry, on_commit=relay.wake
+    )
     return Node(name, zone, engine, metadata, bus, relay, outbox)
 
 
@@ -137,21 +160,33 @@ def record_effect(node: Node) -> Handler:
 async def effect_rows(node: Node) -> list[tuple[str, str, int]]:
     table = node.metadata.tables["effects"]
     async with node.engine.connect() as conn:
-        rows = (await conn.execute(select(table.c.event_id, table.c.thing, table.c.n)
-                                   .order_by(table.c.id))).all()
+        rows = (
+            await conn.execute(
+                select(table.c.event_id, table.c.thing, table.c.n).order_by(table.c.id)
+            )
+        ).all()
     return [(r.event_id, r.thing, r.n) for r in rows]
 
 
 async def count(node: Node, table_name: str) -> int:
     async with node.engine.connect() as conn:
-        return int((await conn.execute(
-            select(func.count()).select_from(node.metadata.tables[table_name]))).scalar_one())
+        return int(
+            (
+                await conn.execute(
+                    select(func.count()).select_from(node.metadata.tables[table_name])
+                )
+            ).scalar_one()
+        )
 
 
 async def do_thing(node: Node, event_type: str, thing: str, n: int, key: str | None = None) -> str:
     """A state change and its event, in one transaction (what a service endpoint does)."""
-    event = Event(type=event_type, source=f"/kiban/{node.name}", key=key or thing,
-                  data=ThingDone(thing=thing, n=n))
+    event = Event(
+        type=event_type,
+        source=f"/kiban/{node.name}",
+        key=key or thing,
+        data=ThingDone(thing=thing, n=n),
+    )
     async with node.transaction() as tx:
         await tx.session.exec(insert(node.metadata.tables["things"]).values(name=f"{thing}-{n}"))
         await tx.emit(event)

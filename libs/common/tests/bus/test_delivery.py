@@ -44,11 +44,16 @@ async def test_rolled_back_state_change_publishes_nothing(stack: Stack) -> None:
     class Refused(Exception):
         pass
 
-    with pytest.raises(Refused):
+    async def change_then_fail() -> None:
         async with producer.transaction() as tx:
-            await tx.emit(Event(type=stack.done, source="/kiban/producer", key="k",
-                                data=ThingDone(thing="never", n=0)))
+            event = Event(
+                type=stack.done, source="/kiban/producer", key="k", data=ThingDone(thing="no", n=0)
+            )
+            await tx.emit(event)
             raise Refused
+
+    with pytest.raises(Refused):
+        await change_then_fail()
     assert await count(producer, "kiban_outbox") == 0
     assert await producer.relay.relay_once() == 0
 
@@ -114,8 +119,9 @@ async def test_consumer_crash_after_effect_before_offset_commit_applies_once(
 async def test_same_event_delivered_twice_applies_once(stack: Stack) -> None:
     producer = await stack.node("producer")
     consumer = await stack.node("consumer")
-    event = Event(type=stack.done, source="/kiban/producer", key="twice",
-                  data=ThingDone(thing="twice", n=7))
+    event = Event(
+        type=stack.done, source="/kiban/producer", key="twice", data=ThingDone(thing="twice", n=7)
+    )
     wire = encode(event)
     await producer.bus.publish([wire])
     await producer.bus.publish([wire])  # a relay that crashed before deleting its batch
@@ -190,7 +196,7 @@ async def test_broker_stopped_and_restarted_mid_stream_loses_nothing(stack: Stac
     async def first_half() -> bool:
         return len(await effect_rows(consumer)) == 20
 
-    await eventually(first_half, timeout=60)
+    await eventually(first_half, within=60)
     await stack.stop_broker()
     for n in range(20):  # state changes keep committing while the broker is away
         await do_thing(producer, stack.done, "during", n)
@@ -202,7 +208,7 @@ async def test_broker_stopped_and_restarted_mid_stream_loses_nothing(stack: Stac
     async def everything() -> bool:
         return len(await effect_rows(consumer)) >= 60
 
-    await eventually(everything, timeout=120)
+    await eventually(everything, within=120)
     rows = await effect_rows(consumer)
     assert len(rows) == 60
     assert len({event_id for event_id, _, _ in rows}) == 60
@@ -225,8 +231,9 @@ async def test_information_zone_cannot_publish_core_encrypted_identifiable_type(
     stack: Stack,
 ) -> None:
     info = await stack.node("info", Zone.INFORMATION)
-    event = Event(type=stack.secret, source="/kiban/info", key="k",
-                  data=SecretThing(sealed="v1.k1.abc"))
+    event = Event(
+        type=stack.secret, source="/kiban/info", key="k", data=SecretThing(sealed="v1.k1.abc")
+    )
     with pytest.raises(ZoneViolation):
         async with info.transaction() as tx:
             await tx.emit(event)

@@ -80,8 +80,18 @@ def test_unknown_key_id_fails(cipher: FieldCipher) -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "v1", "v1.k1", "v2.k1.AAAA", "v1.k 1.AAAA", "v1.k1.AAAA", "v1.k1.A", "v1.k1.!!!!",
-     "v1.k1.AA==", "v1.k1.a.b"],
+    [
+        "",
+        "v1",
+        "v1.k1",
+        "v2.k1.AAAA",
+        "v1.k 1.AAAA",
+        "v1.k1.AAAA",
+        "v1.k1.A",
+        "v1.k1.!!!!",
+        "v1.k1.AA==",
+        "v1.k1.a.b",
+    ],
 )
 def test_malformed_tokens_fail(cipher: FieldCipher, token: str) -> None:
     with pytest.raises(DecryptionError):

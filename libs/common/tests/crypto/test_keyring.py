@@ -11,8 +11,7 @@ SECRET_B64 = base64.b64encode(SECRET).decode()
 
 
 def test_from_b64_round_trip() -> None:
-    ring = Keyring.from_b64({"k1": SECRET_B64, "k2": base64.b64encode(b"\x00" * 32).decode()},
-                            "k2")
+    ring = Keyring.from_b64({"k1": SECRET_B64, "k2": base64.b64encode(b"\x00" * 32).decode()}, "k2")
     assert ring.active_key_id == "k2"
     assert ring.key_ids == {"k1", "k2"}
     assert ring.key("k1") == SECRET

@@ -19,9 +19,13 @@ PERSON = "p" * 24
 
 
 def _purged() -> Event[PersonPurgedV1]:
-    return Event(type=PERSON_PURGED, source="/kiban/linkage", key=PERSON,
-                 data=PersonPurgedV1(person=PERSON, optout_id="o-1", action="stop"),
-                 traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+    return Event(
+        type=PERSON_PURGED,
+        source="/kiban/linkage",
+        key=PERSON,
+        data=PersonPurgedV1(person=PERSON, optout_id="o-1", action="stop"),
+        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    )
 
 
 def test_encoded_event_is_structured_cloudevent_keyed_by_partition_key() -> None:
@@ -47,8 +51,9 @@ def test_decode_rejects_data_that_does_not_fit_the_schema_without_echoing_values
     wire = encode(_purged())
     body = json.loads(wire.value)
     body["data"]["action"] = "山田太郎"  # a value that must never appear in an error
-    bad = WireMessage(topic=wire.topic, key=wire.key, value=json.dumps(body).encode(),
-                      headers=wire.headers)
+    bad = WireMessage(
+        topic=wire.topic, key=wire.key, value=json.dumps(body).encode(), headers=wire.headers
+    )
     with pytest.raises(MalformedEvent) as raised:
         decode(bad, PersonPurgedV1)
     assert "action" in str(raised.value)

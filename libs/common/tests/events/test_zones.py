@@ -5,8 +5,8 @@ import pytest
 from kiban_common.events import (
     REGISTRY,
     Classification,
-    EventSpec,
     EventData,
+    EventSpec,
     Sealing,
     Zone,
     may_consume,
@@ -15,8 +15,12 @@ from kiban_common.events import (
 from kiban_common.service import ServiceDefinition  # noqa: F401 - the runtime imports cleanly
 
 SERVICE_ZONES = {
-    "intake": Zone.CORE, "linkage": Zone.CORE, "anonymizer": Zone.CORE,
-    "optout": Zone.INFORMATION, "review": Zone.INFORMATION, "release": Zone.INFORMATION,
+    "intake": Zone.CORE,
+    "linkage": Zone.CORE,
+    "anonymizer": Zone.CORE,
+    "optout": Zone.INFORMATION,
+    "review": Zone.INFORMATION,
+    "release": Zone.INFORMATION,
 }
 
 
@@ -38,18 +42,26 @@ def test_information_zone_publishes_identifiable_data_only_sealed_to_the_core() 
 def test_every_declared_producer_and_consumer_is_allowed_by_its_zone() -> None:
     for spec in REGISTRY:
         for producer in spec.producers:
-            assert may_publish(SERVICE_ZONES[producer], spec.classification, spec.sealing), spec.type
+            assert may_publish(SERVICE_ZONES[producer], spec.classification, spec.sealing), (
+                spec.type
+            )
         for consumer in spec.consumers:
             assert may_consume(SERVICE_ZONES[consumer], spec.classification), spec.type
 
 
 def test_identifiable_type_without_sealing_is_refused_at_registration() -> None:
     with pytest.raises(ValueError, match="sealing"):
-        EventSpec("kiban.x.leak.v1", Classification.IDENTIFIABLE, EventData,
-                  producers=frozenset(), consumers=frozenset())
+        EventSpec(
+            "kiban.x.leak.v1",
+            Classification.IDENTIFIABLE,
+            EventData,
+            producers=frozenset(),
+            consumers=frozenset(),
+        )
 
 
 def test_type_name_must_follow_the_convention() -> None:
-    with pytest.raises(ValueError, match="kiban.<service>"):
-        EventSpec("leak", Classification.PUBLIC, EventData,
-                  producers=frozenset(), consumers=frozenset())
+    with pytest.raises(ValueError, match=r"kiban\.<service>"):
+        EventSpec(
+            "leak", Classification.PUBLIC, EventData, producers=frozenset(), consumers=frozenset()
+        )

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from kiban_common.security import DevIssuer, TokenVerifier
+from kiban_common.security import DevIssuer, FileKeySource, TokenVerifier
 
 from .app import build
 
@@ -36,7 +37,7 @@ async def test_401_other_scheme(client: httpx.AsyncClient) -> None:
     assert response.json()["code"] == "missing_token"
 
 
-async def test_401_bad_token(client: httpx.AsyncClient, tmp_path: object) -> None:
+async def test_401_bad_token(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/optouts/o-1", headers=bearer("not.a.token"))
     assert response.status_code == 401
     body = response.json()
@@ -73,12 +74,8 @@ async def test_200_right_scope(client: httpx.AsyncClient, issuer: DevIssuer) -> 
     assert response.json() == {"id": "o-1", "subject": "patient:p-1"}
 
 
-async def test_keys_unavailable_is_503(tmp_path: object, issuer: DevIssuer) -> None:
-    from pathlib import Path
-
-    from kiban_common.security import FileKeySource
-
-    verifier = TokenVerifier("kiban-dev", FileKeySource(Path(str(tmp_path)) / "missing.json"))
+async def test_keys_unavailable_is_503(tmp_path: Path, issuer: DevIssuer) -> None:
+    verifier = TokenVerifier("kiban-dev", FileKeySource(tmp_path / "missing.json"))
     transport = httpx.ASGITransport(app=build(verifier))
     async with httpx.AsyncClient(transport=transport, base_url="http://core") as http:
         response = await http.get("/v1/me", headers=bearer(issuer.mint("operator:o-1", [])))
@@ -90,9 +87,14 @@ async def test_validation_error_does_not_echo_input(
     client: httpx.AsyncClient, issuer: DevIssuer
 ) -> None:
     token = issuer.mint("patient:p-1", ["optout:write"])
-    body = {"subject": {"name": CANARY, "birth_date": f"{CANARY}-date",
-                        "insurer_number": f"{CANARY}-no"},
-            "action": "stop"}
+    body = {
+        "subject": {
+            "name": CANARY,
+            "birth_date": f"{CANARY}-date",
+            "insurer_number": f"{CANARY}-no",
+        },
+        "action": "stop",
+    }
     response = await client.post("/v1/optouts", json=body, headers=bearer(token))
     assert response.status_code == 422
     payload = response.json()
@@ -108,11 +110,12 @@ async def test_validation_error_missing_field_and_bad_json(
 ) -> None:
     token = issuer.mint("patient:p-1", ["optout:write"])
     response = await client.post("/v1/optouts", json={"action": "stop"}, headers=bearer(token))
-    assert response.json() == {"code": "invalid_request",
-                               "message": "body.subject: Field required"}
+    assert response.json() == {"code": "invalid_request", "message": "body.subject: Field required"}
     response = await client.post(
-        "/v1/optouts", content=f'{{"name": "{CANARY}", oops', headers={
-            **bearer(token), "Content-Type": "application/json"})
+        "/v1/optouts",
+        content=f'{{"name": "{CANARY}", oops',
+        headers={**bearer(token), "Content-Type": "application/json"},
+    )
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_request"
     assert CANARY not in response.text
@@ -128,8 +131,10 @@ async def test_http_errors_have_the_same_shape(client: httpx.AsyncClient) -> Non
     assert "GET" in response.headers["allow"]
     response = await client.get("/v1/conflict")
     assert response.status_code == 409
-    assert response.json() == {"code": "already_applied",
-                               "message": "the opt-out is already in force"}
+    assert response.json() == {
+        "code": "already_applied",
+        "message": "the opt-out is already in force",
+    }
 
 
 async def test_unexpected_exception_is_a_bare_500(
@@ -143,8 +148,13 @@ async def test_unexpected_exception_is_a_bare_500(
 
 
 async def test_zone_principal_guard(client: httpx.AsyncClient, issuer: DevIssuer) -> None:
-    for subject, status in [("institution:1312345678", 200), ("operator:o-1", 200),
-                            ("patient:p-1", 403), ("researcher:r-1", 403), ("robot:x", 403)]:
+    for subject, status in [
+        ("institution:1312345678", 200),
+        ("operator:o-1", 200),
+        ("patient:p-1", 403),
+        ("researcher:r-1", 403),
+        ("robot:x", 403),
+    ]:
         response = await client.get("/v1/core-only", headers=bearer(issuer.mint(subject, [])))
         assert response.status_code == status, subject
         if status == 403:
@@ -155,10 +165,17 @@ async def test_zone_principal_guard_configured_kinds(
     verifier: TokenVerifier, issuer: DevIssuer
 ) -> None:
     app = build(verifier, zone="information")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://info") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://info"
+    ) as http:
         response = await http.get("/v1/core-only", headers=bearer(issuer.mint("patient:p-1", [])))
         assert response.status_code == 200
         app.state.zone_principal_kinds = {"researcher"}
         response = await http.get("/v1/core-only", headers=bearer(issuer.mint("patient:p-1", [])))
         assert response.status_code == 403
+
+
+def test_openapi_documents_the_bearer_scheme(verifier: TokenVerifier) -> None:
+    schema = build(verifier).openapi()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/v1/optouts/{optout_id}"]["get"]["security"] == [{"HTTPBearer": []}]

@@ -51,8 +51,7 @@ def audited_app(verifier: TokenVerifier, engine: AsyncEngine, table: Table) -> F
     app = build(verifier)
     # sqlmodel sessions, as the service runtime makes them
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-    app.add_middleware(AuditMiddleware, sessions=sessions, table=table,
-                       exempt_paths=("/healthz",))
+    app.add_middleware(AuditMiddleware, sessions=sessions, table=table, exempt_paths=("/healthz",))
     app.add_middleware(ZoneGuard, zone="core", allowed_networks=["127.0.0.0/8"])
     return app
 
@@ -77,8 +76,9 @@ async def test_one_row_per_request(
         ok = await http.get("/v1/optouts/o-123", params={"name": CANARY}, headers=bearer(token))
         assert ok.status_code == 200
         assert (await http.get("/v1/optouts/o-123")).status_code == 401
-        invalid = await http.post("/v1/optouts", json={"subject": {"name": CANARY}},
-                                  headers=bearer(token))
+        invalid = await http.post(
+            "/v1/optouts", json={"subject": {"name": CANARY}}, headers=bearer(token)
+        )
         assert invalid.status_code == 422
         assert (await http.get("/v1/nowhere/x")).status_code == 404
         assert (await http.get("/v1/boom")).status_code == 500
@@ -109,10 +109,13 @@ async def test_request_and_trace_ids(
 ) -> None:
     app = audited_app(verifier, engine, table)
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://core") as http:
-        supplied = await http.get("/v1/me", headers={
-            "X-Request-ID": "req-42", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://core"
+    ) as http:
+        supplied = await http.get(
+            "/v1/me",
+            headers={"X-Request-ID": "req-42", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        )
         assert supplied.headers["x-request-id"] == "req-42"
         junk_id = "CANARY " + "x" * 70
         junk = await http.get("/v1/me", headers={"X-Request-ID": junk_id})
@@ -137,8 +140,9 @@ async def test_append_only_on_sqlite(
     engine: AsyncEngine, table: Table, verifier: TokenVerifier
 ) -> None:
     app = audited_app(verifier, engine, table)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://core") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://core"
+    ) as http:
         await http.get("/v1/me")
     (row,) = await rows(engine, table)
     with pytest.raises(DBAPIError, match="append-only"):
@@ -157,8 +161,9 @@ async def test_failed_write_is_logged_not_raised(
     try:
         table = audit_table(MetaData())  # never created
         app = audited_app(verifier, engine, table)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://core") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://core"
+        ) as http:
             with caplog.at_level(logging.WARNING, logger="kiban_common.security"):
                 assert (await http.get("/v1/me")).status_code == 401
                 assert (await http.get("/v1/me")).status_code == 401
@@ -175,8 +180,16 @@ def test_table_shape() -> None:
     table = audit_table(MetaData())
     assert table.name == AUDIT_TABLE == "kiban_audit_log"
     assert [c.name for c in table.columns] == [
-        "id", "at", "principal", "method", "route", "status", "source", "request_id",
-        "trace_id", "duration_ms",
+        "id",
+        "at",
+        "principal",
+        "method",
+        "route",
+        "status",
+        "source",
+        "request_id",
+        "trace_id",
+        "duration_ms",
     ]
     assert table.c.at.type.timezone is True  # type: ignore[attr-defined]
     assert table.c.principal.nullable
@@ -212,8 +225,14 @@ async def raw_call(middleware: AuditMiddleware, path: str = "/v1/x") -> list[Mes
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": path, "headers": [],
-             "client": ("127.0.0.1", 9), "query_string": b""}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "headers": [],
+        "client": ("127.0.0.1", 9),
+        "query_string": b"",
+    }
     await middleware(scope, receive, send)
     return sent
 
@@ -250,7 +269,7 @@ async def test_trace_id_from_the_active_span(engine: AsyncEngine, table: Table) 
     from opentelemetry.sdk.trace import TracerProvider
 
     async def ok(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.start", "status": 204})  # headers are optional
         await send({"type": "http.response.body", "body": b""})
 
     sessions = async_sessionmaker(engine, class_=AsyncSession)

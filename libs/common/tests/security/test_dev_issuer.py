@@ -44,8 +44,9 @@ def test_jwks_is_public_only(issuer: DevIssuer, tmp_path: Path) -> None:
 
 async def test_mint_claims(issuer: DevIssuer, verifier: TokenVerifier) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    token = issuer.mint("committee:c-1", ["review:decide"], {"aud": "kiban-review"},
-                        ttl_seconds=120, now=now)
+    token = issuer.mint(
+        "committee:c-1", ["review:decide"], {"aud": "kiban-review"}, ttl_seconds=120, now=now
+    )
     principal = await verifier.verify(token)
     claims = principal.claims
     assert claims["iss"] == ISSUER

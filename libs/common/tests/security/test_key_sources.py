@@ -171,7 +171,8 @@ async def test_kid_less_token_uses_the_only_key() -> None:
     assert await TokenVerifier(ISSUER, source).verify(
         tokens.sign(key, "ES256", tokens.claims(), kid=None)
     )
-    two = StaticKeySource({"keys": [tokens.public_jwk(key, "k"),
-                                    tokens.public_jwk(tokens.new_ec(), "j")]})
+    two = StaticKeySource(
+        {"keys": [tokens.public_jwk(key, "k"), tokens.public_jwk(tokens.new_ec(), "j")]}
+    )
     with pytest.raises(AuthenticationError, match="unknown_key"):
         await TokenVerifier(ISSUER, two).verify(tokens.sign(key, "ES256", tokens.claims(), None))

@@ -29,7 +29,8 @@ def test_kind_and_id(subject: str, kind: PrincipalKind, ident: str) -> None:
 
 def test_scopes_and_repr_hide_claims() -> None:
     principal = Principal.from_subject(
-        "patient:p-1", ["optout:write", "optout:read"],
+        "patient:p-1",
+        ["optout:write", "optout:read"],
         {"sub": "patient:p-1", "name": CANARY, "birthdate": "1970-01-01"},
     )
     assert principal.has_scope("optout:write")

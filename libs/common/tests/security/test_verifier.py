@@ -32,8 +32,11 @@ async def refused(verifier: TokenVerifier, token: str, code: str) -> Authenticat
 
 
 async def test_happy_path_static(issuer: DevIssuer, verifier: TokenVerifier) -> None:
-    token = issuer.mint("patient:p-1", ["optout:write", "optout:read"],
-                        claims={"name": CANARY, "birthdate": "1985-04-01"})
+    token = issuer.mint(
+        "patient:p-1",
+        ["optout:write", "optout:read"],
+        claims={"name": CANARY, "birthdate": "1985-04-01"},
+    )
     principal = await verifier.verify(token)
     assert principal.subject == "patient:p-1"
     assert principal.kind is PrincipalKind.PATIENT
@@ -53,17 +56,20 @@ async def test_happy_path_file(issuer: DevIssuer, tmp_path: Path) -> None:
 
 
 async def test_expired(issuer: DevIssuer, verifier: TokenVerifier) -> None:
-    token = issuer.mint("operator:o-1", [], ttl_seconds=60,
-                        now=datetime.now(UTC) - timedelta(minutes=5))
+    token = issuer.mint(
+        "operator:o-1", [], ttl_seconds=60, now=datetime.now(UTC) - timedelta(minutes=5)
+    )
     await refused(verifier, token, "token_expired")
 
 
 async def test_leeway(issuer: DevIssuer) -> None:
-    token = issuer.mint("operator:o-1", [], ttl_seconds=60,
-                        now=datetime.now(UTC) - timedelta(seconds=75))
+    token = issuer.mint(
+        "operator:o-1", [], ttl_seconds=60, now=datetime.now(UTC) - timedelta(seconds=75)
+    )
     assert await TokenVerifier(ISSUER, issuer.key_source(), leeway_seconds=30).verify(token)
-    await refused(TokenVerifier(ISSUER, issuer.key_source(), leeway_seconds=0), token,
-                  "token_expired")
+    await refused(
+        TokenVerifier(ISSUER, issuer.key_source(), leeway_seconds=0), token, "token_expired"
+    )
 
 
 async def test_issued_in_the_future(issuer: DevIssuer, verifier: TokenVerifier) -> None:
@@ -73,8 +79,9 @@ async def test_issued_in_the_future(issuer: DevIssuer, verifier: TokenVerifier) 
 
 async def test_wrong_issuer(tmp_path: Path, issuer: DevIssuer) -> None:
     other = DevIssuer.load_or_create(tmp_path / "other.jwk", issuer="someone-else")
-    verifier = TokenVerifier(ISSUER, StaticKeySource(
-        {"keys": issuer.jwks()["keys"] + other.jwks()["keys"]}))
+    verifier = TokenVerifier(
+        ISSUER, StaticKeySource({"keys": issuer.jwks()["keys"] + other.jwks()["keys"]})
+    )
     await refused(verifier, other.mint("operator:o-1", []), "wrong_issuer")
 
 
@@ -86,9 +93,7 @@ async def test_signed_by_another_key_with_same_kid(
     await refused(verifier, token, "invalid_token")
 
 
-async def test_signed_by_an_unknown_key(
-    tmp_path: Path, verifier: TokenVerifier
-) -> None:
+async def test_signed_by_an_unknown_key(tmp_path: Path, verifier: TokenVerifier) -> None:
     stranger = DevIssuer.load_or_create(tmp_path / "stranger.jwk", issuer=ISSUER)
     await refused(verifier, stranger.mint("operator:o-1", []), "unknown_key")
 
@@ -124,14 +129,14 @@ async def test_oct_keys_in_jwks_are_ignored() -> None:
     secret = b"s" * 32
     source = StaticKeySource({"keys": [{"kty": "oct", "k": tokens.b64url(secret), "kid": "h"}]})
     verifier = TokenVerifier(ISSUER, source)
-    await refused(verifier, tokens.sign_hs256(secret, tokens.claims(), kid="h"),
-                  "unsupported_algorithm")
+    await refused(
+        verifier, tokens.sign_hs256(secret, tokens.claims(), kid="h"), "unsupported_algorithm"
+    )
 
 
 @pytest.mark.parametrize("alg", ["ES256", "RS256", "EdDSA"])
 async def test_accepted_algorithms(alg: str) -> None:
-    key: Any = {"ES256": tokens.new_ec, "RS256": tokens.new_rsa,
-                "EdDSA": tokens.new_ed25519}[alg]()
+    key: Any = {"ES256": tokens.new_ec, "RS256": tokens.new_rsa, "EdDSA": tokens.new_ed25519}[alg]()
     verifier = TokenVerifier(ISSUER, StaticKeySource({"keys": [tokens.public_jwk(key, "k")]}))
     token = tokens.sign(key, alg, tokens.claims(scp=["a", "b"]), kid="k")
     principal = await verifier.verify(token)
@@ -143,16 +148,18 @@ async def test_algorithm_must_fit_the_key() -> None:
     ec_key = tokens.new_ec()
     verifier = TokenVerifier(ISSUER, StaticKeySource({"keys": [tokens.public_jwk(ec_key, "k")]}))
     # an RS256 token naming an EC key
-    await refused(verifier, tokens.sign(rsa_key, "RS256", tokens.claims(), kid="k"),
-                  "invalid_token")
+    await refused(
+        verifier, tokens.sign(rsa_key, "RS256", tokens.claims(), kid="k"), "invalid_token"
+    )
 
 
 async def test_audience(issuer: DevIssuer) -> None:
     verifier = TokenVerifier(ISSUER, issuer.key_source(), audience="kiban-intake")
     assert await verifier.verify(issuer.mint("operator:o-1", [], {"aud": "kiban-intake"}))
     assert await verifier.verify(issuer.mint("operator:o-1", [], {"aud": ["x", "kiban-intake"]}))
-    await refused(verifier, issuer.mint("operator:o-1", [], {"aud": "kiban-optout"}),
-                  "wrong_audience")
+    await refused(
+        verifier, issuer.mint("operator:o-1", [], {"aud": "kiban-optout"}), "wrong_audience"
+    )
     await refused(verifier, issuer.mint("operator:o-1", []), "wrong_audience")
 
 
@@ -173,15 +180,22 @@ async def test_audience(issuer: DevIssuer) -> None:
 async def test_required_claims(changes: dict[str, Any], code: str) -> None:
     key = tokens.new_ec()
     verifier = TokenVerifier(ISSUER, StaticKeySource({"keys": [tokens.public_jwk(key, "k")]}))
-    payload = {k: v for k, v in {**tokens.claims(name=CANARY), **changes}.items()
-               if v is not None}
+    payload = {k: v for k, v in {**tokens.claims(name=CANARY), **changes}.items() if v is not None}
     await refused(verifier, tokens.sign(key, "ES256", payload, kid="k"), code)
 
 
 @pytest.mark.parametrize(
     "token",
-    ["", "abc", "a.b", "a.b.c.d.e", "!!!.e30.sig", "e30.e30.sig",
-     tokens.b64url(b"[1]") + ".e30.sig", "x" * 20_000],
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d.e",
+        "!!!.e30.sig",
+        "e30.e30.sig",
+        tokens.b64url(b"[1]") + ".e30.sig",
+        "x" * 20_000,
+    ],
 )
 async def test_malformed(verifier: TokenVerifier, token: str) -> None:
     with pytest.raises(AuthenticationError) as info:

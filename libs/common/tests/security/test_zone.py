@@ -60,8 +60,9 @@ async def test_core_without_networks_refuses_everyone(verifier: TokenVerifier) -
     app = guarded(verifier, "core", [])
     assert (await call(app, ("127.0.0.1", 1), "/v1/me")).status_code == 403
     for odd in [("testclient", 1), ("", 1)]:
-        assert (await call(guarded(verifier, "core", ["0.0.0.0/0"]), odd,
-                           "/v1/me")).status_code == 403
+        assert (
+            await call(guarded(verifier, "core", ["0.0.0.0/0"]), odd, "/v1/me")
+        ).status_code == 403
 
 
 async def test_information_zone_is_open(verifier: TokenVerifier) -> None:

@@ -22,8 +22,9 @@ def b64url_json(obj: Any) -> str:
     return b64url(json.dumps(obj).encode())
 
 
-def claims(issuer: str = "kiban-dev", sub: str = "institution:1312345678",
-           ttl: int = 600, **extra: Any) -> dict[str, Any]:
+def claims(
+    issuer: str = "kiban-dev", sub: str = "institution:1312345678", ttl: int = 600, **extra: Any
+) -> dict[str, Any]:
     now = int(time.time())
     return {"iss": issuer, "sub": sub, "iat": now, "exp": now + ttl, **extra}
 
@@ -62,16 +63,22 @@ def _int(value: int, length: int | None = None) -> str:
 def public_jwk(key: Any, kid: str) -> dict[str, Any]:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         numbers = key.public_key().public_numbers()
-        return {"kty": "EC", "crv": "P-256", "x": _int(numbers.x, 32), "y": _int(numbers.y, 32),
-                "kid": kid}
+        return {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": _int(numbers.x, 32),
+            "y": _int(numbers.y, 32),
+            "kid": kid,
+        }
     if isinstance(key, rsa.RSAPrivateKey):
         rsa_numbers = key.public_key().public_numbers()
         return {"kty": "RSA", "n": _int(rsa_numbers.n), "e": _int(rsa_numbers.e), "kid": kid}
     if isinstance(key, ed25519.Ed25519PrivateKey):
         from cryptography.hazmat.primitives import serialization
 
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                            serialization.PublicFormat.Raw)
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
         return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw), "kid": kid}
     raise TypeError(type(key))
 

@@ -66,5 +66,6 @@ def test_misspelt_variable_is_refused_instead_of_ignored(monkeypatch: pytest.Mon
 def test_sasl_without_credentials_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KIBAN_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     with pytest.raises(SettingsError, match="KIBAN_KAFKA__SASL_USERNAME"):
-        load_settings(KibanSettings, zone="core", database_url="sqlite:///y.db",
-                      kafka_bootstrap="k:9092")
+        load_settings(
+            KibanSettings, zone="core", database_url="sqlite:///y.db", kafka_bootstrap="k:9092"
+        )

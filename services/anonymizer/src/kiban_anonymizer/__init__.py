@@ -1,1 +1,1 @@
-"""Kiban anonymizer service (core zone): research store and anonymized / pseudonymized dataset builds."""
+"""Kiban anonymizer service (core zone): research store and dataset builds."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from kiban_common.bus import MemoryBroker
-from kiban_common.events import Zone
-from kiban_common.service import ServiceDefinition, build_app
-from kiban_common.settings import load_settings
 from kiban_anonymizer.api import routers
 from kiban_anonymizer.consumers import handlers
 from kiban_anonymizer.settings import AnonymizerSettings
 from kiban_anonymizer.store.tables import metadata
+from kiban_common.bus import MemoryBroker
+from kiban_common.events import Zone
+from kiban_common.service import ServiceDefinition, build_app
+from kiban_common.settings import load_settings
 
 DEFINITION = ServiceDefinition(
     name="anonymizer",
@@ -24,6 +24,8 @@ DEFINITION = ServiceDefinition(
 )
 
 
-def create_app(settings: AnonymizerSettings | None = None, *, broker: MemoryBroker | None = None) -> FastAPI:
+def create_app(
+    settings: AnonymizerSettings | None = None, *, broker: MemoryBroker | None = None
+) -> FastAPI:
     """The app; settings come from `KIBAN_*` variables unless given."""
     return build_app(DEFINITION, settings or load_settings(AnonymizerSettings), broker=broker)

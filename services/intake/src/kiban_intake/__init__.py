@@ -1,1 +1,1 @@
-"""Kiban intake service (core zone): institutions post medical information (FHIR bundles, bulk NDJSON)."""
+"""Kiban intake service (core zone): institutions post medical information."""

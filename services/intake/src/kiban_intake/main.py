@@ -24,6 +24,8 @@ DEFINITION = ServiceDefinition(
 )
 
 
-def create_app(settings: IntakeSettings | None = None, *, broker: MemoryBroker | None = None) -> FastAPI:
+def create_app(
+    settings: IntakeSettings | None = None, *, broker: MemoryBroker | None = None
+) -> FastAPI:
     """The app; settings come from `KIBAN_*` variables unless given."""
     return build_app(DEFINITION, settings or load_settings(IntakeSettings), broker=broker)

@@ -1,1 +1,1 @@
-"""Kiban linkage service (core zone): one person across every institution: identity vault and person index."""
+"""Kiban linkage service (core zone): one person across every institution."""

@@ -1,1 +1,1 @@
-"""Kiban optout service (information zone): patients stop provision and ask for deletion (one-stop opt-out)."""
+"""Kiban optout service (information zone): patients stop provision and ask for deletion."""

@@ -1,1 +1,1 @@
-"""Kiban review service (information zone): applications, the review committee and the public register."""
+"""Kiban review service (information zone): applications, committee, public register."""

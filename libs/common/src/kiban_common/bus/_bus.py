@@ -43,7 +43,9 @@ class Bus:
         spec = self.registry.get(event_type)
         if not _may_publish(self.zone, spec.classification, spec.sealing):
             raise ZoneViolation(
-                zone=self.zone, event_type=event_type, classification=spec.classification,
+                zone=self.zone,
+                event_type=event_type,
+                classification=spec.classification,
                 verb="publish",
             )
 
@@ -51,7 +53,9 @@ class Bus:
         spec = self.registry.get(event_type)
         if not _may_consume(self.zone, spec.classification):
             raise ZoneViolation(
-                zone=self.zone, event_type=event_type, classification=spec.classification,
+                zone=self.zone,
+                event_type=event_type,
+                classification=spec.classification,
                 verb="consume",
             )
 

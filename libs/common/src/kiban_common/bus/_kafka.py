@@ -8,6 +8,7 @@ runner commits only after the database has committed the effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
@@ -91,15 +92,16 @@ class KafkaTransport:
         try:
             existing = set(await admin.list_topics())
             new = [
-                NewTopic(t, self._settings.topic_partitions, self._settings.topic_replication_factor)
+                NewTopic(
+                    t, self._settings.topic_partitions, self._settings.topic_replication_factor
+                )
                 for t in missing
                 if t not in existing
             ]
             if new:
-                try:
+                # another replica may have created it first
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass  # another replica created it first
         finally:
             await admin.close()
         self._known_topics.update(missing)
@@ -154,7 +156,10 @@ class KafkaConsumer:
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         try:
             await self._consumer.commit(
-                {TopicPartition(topic, partition): offset for (topic, partition), offset in offsets.items()}
+                {
+                    TopicPartition(topic, partition): offset
+                    for (topic, partition), offset in offsets.items()
+                }
             )
         except KafkaError as exc:
             raise BrokerUnavailable(f"commit failed: {type(exc).__name__}") from exc

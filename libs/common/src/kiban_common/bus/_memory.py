@@ -81,7 +81,9 @@ class MemoryConsumer:
         self._positions = {t: broker.committed.get((group, t), 0) for t in topics}
 
     def _owned(self) -> list[str]:
-        return [t for t in self._topics if self._broker.owners.get((self._group, t)) == self._member]
+        return [
+            t for t in self._topics if self._broker.owners.get((self._group, t)) == self._member
+        ]
 
     def _take(self, max_records: int) -> list[Received]:
         out: list[Received] = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -135,7 +135,9 @@ class ConsumerRunner:
     async def _commit(self, consumer: Consumer, batch: Sequence[Received]) -> None:
         offsets: dict[tuple[str, int], int] = {}
         for r in batch:
-            offsets[(r.topic, r.partition)] = max(offsets.get((r.topic, r.partition), 0), r.offset + 1)
+            offsets[(r.topic, r.partition)] = max(
+                offsets.get((r.topic, r.partition), 0), r.offset + 1
+            )
         try:
             await consumer.commit(offsets)
         except BrokerUnavailable:
@@ -160,9 +162,8 @@ class ConsumerRunner:
                 await self._apply_alone(item)
 
     async def _decode_or_dead_letter(self, received: Received) -> Event[Any] | None:
-        event_type = read_type(received.message)
-        handler = self.handlers.get(event_type or "")
-        if handler is None or event_type not in self._registry:
+        event_type = read_type(received.message) or ""
+        if event_type not in self.handlers or event_type not in self._registry:
             await self._dead_letter(received, reason="unexpected_type", attempts=0)
             return None
         try:
@@ -174,13 +175,9 @@ class ConsumerRunner:
     async def _apply(self, items: Sequence[_Decoded], tx: Transaction) -> None:
         ids = [i.event.id for i in items]
         p = self._processed
-        done = set(
-            (
-                await tx.session.exec(
-                    select(p.c.event_id).where(p.c.consumer_group == self.group, p.c.event_id.in_(ids))
-                )
-            ).scalars()
-        )
+        connection = await tx.session.connection()
+        query = select(p.c.event_id).where(p.c.consumer_group == self.group, p.c.event_id.in_(ids))
+        done = set((await connection.execute(query)).scalars())
         fresh: list[_Decoded] = []
         for item in items:
             if item.event.id in done:
@@ -202,8 +199,12 @@ class ConsumerRunner:
             await tx.session.exec(
                 insert(p),
                 params=[
-                    {"consumer_group": self.group, "event_id": i.event.id, "type": i.event.type,
-                     "processed_at": now}
+                    {
+                        "consumer_group": self.group,
+                        "event_id": i.event.id,
+                        "type": i.event.type,
+                        "processed_at": now,
+                    }
                     for i in fresh
                 ],
             )
@@ -225,15 +226,22 @@ class ConsumerRunner:
                     attempt -= 1
                     if self._stopping.is_set():
                         raise _Stopping from exc
-                    log.warning("group %s: database unavailable (%s); waiting",
-                                self.group, type(exc).__name__)
+                    log.warning(
+                        "group %s: database unavailable (%s); waiting",
+                        self.group,
+                        type(exc).__name__,
+                    )
                     await self._pause(min(delay, self._backoff_max))
                     delay = min(delay * 2, self._backoff_max)
                     continue
                 # Only the exception's type: its message may quote the data being handled.
                 log.warning(
                     "group %s: %s failed on attempt %d/%d (%s)",
-                    self.group, item.event.type, attempt, self._max_attempts, type(exc).__name__,
+                    self.group,
+                    item.event.type,
+                    attempt,
+                    self._max_attempts,
+                    type(exc).__name__,
                 )
                 if attempt == self._max_attempts:
                     await self._dead_letter(
@@ -265,13 +273,15 @@ class ConsumerRunner:
             except BrokerUnavailable:
                 await self._pause(1.0)
         self.stats.dead_lettered += 1
-        log.error("group %s: message at %s/%d@%d dead-lettered (%s)", self.group,
-                  received.topic, received.partition, received.offset, reason)
+        log.error(
+            "group %s: message at %s/%d@%d dead-lettered (%s)",
+            self.group,
+            received.topic,
+            received.partition,
+            received.offset,
+            reason,
+        )
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
-
-

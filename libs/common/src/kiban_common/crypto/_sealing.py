@@ -126,8 +126,9 @@ def _derive(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> 
 
 
 def _associated_data(fingerprint: str, context: str) -> bytes:
-    return b"\x00".join((VERSION.encode("ascii"), fingerprint.encode("ascii"),
-                         require_context(context)))
+    return b"\x00".join(
+        (VERSION.encode("ascii"), fingerprint.encode("ascii"), require_context(context))
+    )
 
 
 def _split(token: str) -> tuple[str, str]:

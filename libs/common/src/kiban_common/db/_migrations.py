@@ -65,7 +65,11 @@ async def schema_drift(engine: AsyncEngine, metadata: MetaData) -> list[Any]:
 
 
 def _is_alembic_table(diff: Any) -> bool:
-    return isinstance(diff, tuple) and len(diff) > 1 and getattr(diff[1], "name", "") == "alembic_version"
+    return (
+        isinstance(diff, tuple)
+        and len(diff) > 1
+        and getattr(diff[1], "name", "") == "alembic_version"
+    )
 
 
 def run_migrations_env(metadata: MetaData) -> None:

@@ -124,6 +124,4 @@ def _locations(exc: ValueError) -> str:
     errors = getattr(exc, "errors", None)
     if errors is None:
         return type(exc).__name__
-    return ", ".join(
-        ".".join(str(p) for p in e["loc"]) + f" ({e['type']})" for e in errors()[:5]
-    )
+    return ", ".join(".".join(str(p) for p in e["loc"]) + f" ({e['type']})" for e in errors()[:5])

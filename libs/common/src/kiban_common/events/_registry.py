@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from kiban_common.events._classification import Classification, Sealing
 class EventSpec:
     type: str
     classification: Classification
-    data_model: type[BaseModel]
+    data_model: builtins.type[BaseModel]
     producers: frozenset[str]
     consumers: frozenset[str]
     sealing: Sealing = Sealing.NONE
@@ -29,7 +30,8 @@ class EventSpec:
             raise ValueError(f"identifiable event type {self.type!r} must declare its sealing")
 
     def json_schema(self) -> dict[str, Any]:
-        return self.data_model.model_json_schema(mode="serialization")
+        schema: dict[str, Any] = self.data_model.model_json_schema(mode="serialization")
+        return schema
 
 
 class UnknownEventType(KeyError):

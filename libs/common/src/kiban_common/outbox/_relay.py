@@ -9,6 +9,7 @@ de-duplicate by event id. While the broker is down the rows stay and the relay b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -60,7 +61,9 @@ class OutboxRelay:
                 sent = await self.relay_once()
             except Exception as exc:  # the broker or the database is away: keep the rows, retry
                 self.failures += 1
-                log.warning("outbox relay failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                log.warning(
+                    "outbox relay failed (%s); retrying in %.1fs", type(exc).__name__, backoff
+                )
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
@@ -72,8 +75,9 @@ class OutboxRelay:
         """Publish one batch; returns how many events went out."""
         t = self._table
         async with self._sessions() as session, session.begin():
+            connection = await session.connection()
             rows = (
-                await session.exec(
+                await connection.execute(
                     select(t.c.id, t.c.type, t.c.key, t.c.value, t.c.headers)
                     .order_by(t.c.id)
                     .limit(self._batch_size)
@@ -101,11 +105,15 @@ class OutboxRelay:
 
     async def pending(self) -> int:
         async with self._sessions() as session:
-            return int((await session.exec(select(func.count()).select_from(self._table))).scalar_one())
+            return int(
+                (
+                    await (await session.connection()).execute(
+                        select(func.count()).select_from(self._table)
+                    )
+                ).scalar_one()
+            )
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
         self._wakeup.clear()

@@ -58,12 +58,15 @@ class OutboxWriter:
         spec = self.registry.get(event.type)
         if not _may_publish(self.zone, spec.classification, spec.sealing):
             raise ZoneViolation(
-                zone=self.zone, event_type=spec.type, classification=spec.classification,
+                zone=self.zone,
+                event_type=spec.type,
+                classification=spec.classification,
                 verb="publish",
             )
         if not isinstance(event.data, spec.data_model):
-            raise TypeError(f"{event.type} carries {spec.data_model.__name__}, "
-                            f"not {type(event.data).__name__}")
+            raise TypeError(
+                f"{event.type} carries {spec.data_model.__name__}, not {type(event.data).__name__}"
+            )
 
     async def write(self, session: AsyncSession, event: Event[Any]) -> None:
         self.check(event)
@@ -87,8 +90,14 @@ def _with_trace(event: Event[Any]) -> Event[Any]:
     if traceparent is None:
         return event
     return Event(
-        type=event.type, source=event.source, key=event.key, data=event.data, id=event.id,
-        time=event.time, subject=event.subject, traceparent=traceparent,
+        type=event.type,
+        source=event.source,
+        key=event.key,
+        data=event.data,
+        id=event.id,
+        time=event.time,
+        subject=event.subject,
+        traceparent=traceparent,
     )
 
 

@@ -133,6 +133,7 @@ class AuditMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message.setdefault("headers", [])  # optional in ASGI
                 response_headers = MutableHeaders(scope=message)
                 if REQUEST_ID_HEADER not in response_headers:
                     response_headers.append(REQUEST_ID_HEADER, request_id)
@@ -171,8 +172,11 @@ class AuditMiddleware:
                 await connection.execute(insert(self.table).values(**record.as_row()))
         except Exception as exc:
             self.failed_writes += 1
-            _log.warning("audit row not written (%s; %d failed so far)",
-                         type(exc).__name__, self.failed_writes)
+            _log.warning(
+                "audit row not written (%s; %d failed so far)",
+                type(exc).__name__,
+                self.failed_writes,
+            )
 
     async def drain(self) -> None:
         """Wait for rows written from detached tasks (call at shutdown)."""

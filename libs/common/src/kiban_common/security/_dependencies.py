@@ -32,8 +32,12 @@ async def bearer_principal(
     """The verified caller. Also records its subject in the request state
     (`principal_subject`) for the audit log."""
     if credentials is None:
-        raise ApiError(401, "missing_token", "a bearer token is required",
-                       headers={"WWW-Authenticate": _CHALLENGE})
+        raise ApiError(
+            401,
+            "missing_token",
+            "a bearer token is required",
+            headers={"WWW-Authenticate": _CHALLENGE},
+        )
     verifier = getattr(request.app.state, "token_verifier", None)
     if not isinstance(verifier, TokenVerifier):
         raise RuntimeError("app.state.token_verifier is not configured")
@@ -43,7 +47,9 @@ async def bearer_principal(
         if exc.code == "keys_unavailable":
             raise ApiError(503, exc.code, exc.message, headers={"Retry-After": "10"}) from None
         raise ApiError(
-            401, exc.code, exc.message,
+            401,
+            exc.code,
+            exc.message,
             headers={"WWW-Authenticate": f'{_CHALLENGE} error="invalid_token"'},
         ) from None
     request.state.principal_subject = principal.subject
@@ -57,9 +63,12 @@ def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
     async def dependency(principal: Annotated[Principal, Depends(bearer_principal)]) -> Principal:
         if not principal.has_scope(scope):
             raise ApiError(
-                403, "insufficient_scope", f"this route needs scope '{scope}'",
-                headers={"WWW-Authenticate":
-                         f'{_CHALLENGE} error="insufficient_scope", scope="{scope}"'},
+                403,
+                "insufficient_scope",
+                f"this route needs scope '{scope}'",
+                headers={
+                    "WWW-Authenticate": f'{_CHALLENGE} error="insufficient_scope", scope="{scope}"'
+                },
             )
         return principal
 
@@ -79,6 +88,9 @@ async def zone_principal_guard(
         raise RuntimeError("app.state.zone is not configured")
     kinds = getattr(state, "zone_principal_kinds", None)
     if not principal_allowed_in_zone(principal, zone, kinds):
-        raise ApiError(403, "zone_denied",
-                       f"{principal.kind.value} principals are not served in the {zone} zone")
+        raise ApiError(
+            403,
+            "zone_denied",
+            f"{principal.kind.value} principals are not served in the {zone} zone",
+        )
     return principal

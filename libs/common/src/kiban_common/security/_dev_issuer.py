@@ -43,8 +43,9 @@ class DevIssuer:
             raw = json.loads(path.read_text(encoding="utf-8"))
             key = import_private_jwk(raw)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"cannot load the development issuer key from {path} "
-                             f"({type(exc).__name__})") from None
+            raise ValueError(
+                f"cannot load the development issuer key from {path} ({type(exc).__name__})"
+            ) from None
         return cls(key, issuer)
 
     def jwks(self) -> dict[str, Any]:

@@ -35,8 +35,9 @@ class ApiError(HTTPException):
         *,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(status_code=status, detail=message,
-                         headers=dict(headers) if headers else None)
+        super().__init__(
+            status_code=status, detail=message, headers=dict(headers) if headers else None
+        )
         self.code = code
         self.message = message
 

@@ -67,8 +67,9 @@ def _respond(
 ) -> Response:
     if status in (204, 304) or status < 200:
         return Response(status_code=status, headers=dict(headers) if headers else None)
-    return JSONResponse(error_body(code, message), status_code=status,
-                        headers=dict(headers) if headers else None)
+    return JSONResponse(
+        error_body(code, message), status_code=status, headers=dict(headers) if headers else None
+    )
 
 
 async def _api_error(_request: Request, exc: Exception) -> Response:

@@ -59,8 +59,7 @@ def key_fits_algorithm(key: Jwk, alg: str) -> bool:
 def generate_es256_key(kid: str | None = None) -> Jwk:
     key = JsonWebKey.generate_key("EC", "P-256", is_private=True)
     return JsonWebKey.import_key(
-        key.as_dict(is_private=True), {"kid": kid or key.thumbprint(), "alg": "ES256",
-                                       "use": "sig"}
+        key.as_dict(is_private=True), {"kid": kid or key.thumbprint(), "alg": "ES256", "use": "sig"}
     )
 
 

@@ -120,8 +120,7 @@ class FileKeySource(KeySource):
             index = _parse_jwks(json.loads(self._path.read_bytes()))
         except (OSError, ValueError) as exc:
             if not self._failing:  # once per outage, not once per request
-                _log.warning("cannot read the JWKS file %s (%s)", self._path,
-                             type(exc).__name__)
+                _log.warning("cannot read the JWKS file %s (%s)", self._path, type(exc).__name__)
             self._failing = True
             return
         self._index, self._signature, self._failing = index, signature, False

@@ -18,7 +18,7 @@ def route_template(scope: Scope, *, root_path: str = "") -> str | None:
     path_format = getattr(route, "path_format", None)
     if not isinstance(path_format, str):
         return None
-    mount_prefix = str(scope.get("root_path", ""))[len(root_path):]
+    mount_prefix = str(scope.get("root_path", ""))[len(root_path) :]
     return (mount_prefix.rstrip("/") + path_format) or "/"
 
 

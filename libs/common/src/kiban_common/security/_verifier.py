@@ -58,8 +58,9 @@ class TokenVerifier:
         alg, kid = _read_header(token)
         key = await self._keys.find(kid)
         if not key_fits_algorithm(key, alg):
-            raise AuthenticationError("invalid_token", "the key named by the token does not "
-                                      "fit its algorithm")
+            raise AuthenticationError(
+                "invalid_token", "the key named by the token does not fit its algorithm"
+            )
         try:
             claims: dict[str, Any] = dict(JWT.decode(token, key))
         except BadSignatureError:

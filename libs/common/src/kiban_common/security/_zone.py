@@ -84,14 +84,17 @@ class ZoneGuard:
             await self.app(scope, receive, send)
             return
         self.denied += 1
-        _log.warning("zone guard refused a caller outside the core networks (%d so far)",
-                     self.denied)
+        _log.warning(
+            "zone guard refused a caller outside the core networks (%d so far)", self.denied
+        )
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
         response = JSONResponse(
-            {"code": "zone_denied",
-             "message": "this core-zone service does not accept calls from this network"},
+            {
+                "code": "zone_denied",
+                "message": "this core-zone service does not accept calls from this network",
+            },
             status_code=403,
         )
         await response(scope, receive, send)

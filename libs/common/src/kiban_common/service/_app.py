@@ -90,19 +90,29 @@ def build_app(
 def _health_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
     @app.get("/healthz", tags=["health"], summary="the process answers")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": runtime.definition.name,
-                "zone": runtime.definition.zone.value}
+        return {
+            "status": "ok",
+            "service": runtime.definition.name,
+            "zone": runtime.definition.zone.value,
+        }
 
-    @app.get("/readyz", tags=["health"], summary="the database and the broker answer",
-             responses={503: {"description": "not ready"}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="the database and the broker answer",
+        responses={503: {"description": "not ready"}},
+    )
     async def readyz(request: Request) -> Any:
         checks = await runtime.readiness()
         if all(v == "ok" for v in checks.values()):
             return {"status": "ready", "checks": checks}
         return JSONResponse(
             status_code=503,
-            content={"code": "not_ready", "message": "a dependency is unavailable",
-                     "checks": checks},
+            content={
+                "code": "not_ready",
+                "message": "a dependency is unavailable",
+                "checks": checks,
+            },
         )
 
 
@@ -112,7 +122,8 @@ def _key_source(settings: KibanSettings, http: httpx.AsyncClient) -> KeySource:
     if settings.auth.jwks_url is not None:
         return UrlKeySource(settings.auth.jwks_url, http)
     raise SettingsError(
-        "invalid settings:\n  KIBAN_AUTH__JWKS_URL or KIBAN_AUTH__JWKS_FILE: required to verify tokens"
+        "invalid settings:\n  KIBAN_AUTH__JWKS_URL or KIBAN_AUTH__JWKS_FILE: "
+        "required to verify tokens"
     )
 
 

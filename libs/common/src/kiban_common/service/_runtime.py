@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from alembic.script import ScriptDirectory
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,7 +53,8 @@ class ServiceRuntime:
         self.definition = definition
         self.settings = settings
         self.tracer_provider = tracer_provider or build_tracer_provider(
-            definition.name, settings.telemetry.exporter,
+            definition.name,
+            settings.telemetry.exporter,
             otlp_endpoint=settings.telemetry.otlp_endpoint,
         )
         self.engine: AsyncEngine = create_engine(settings.database_url)
@@ -69,12 +70,16 @@ class ServiceRuntime:
             transport, service=definition.name, zone=definition.zone, registry=definition.registry
         )
         self.relay = OutboxRelay(
-            self.sessions, self.outbox_table, self.bus.publish,
+            self.sessions,
+            self.outbox_table,
+            self.bus.publish,
             batch_size=settings.outbox.batch_size,
             poll_interval=settings.outbox.poll_interval_ms / 1000,
         )
         self.outbox = OutboxWriter(
-            self.outbox_table, zone=definition.zone, registry=definition.registry,
+            self.outbox_table,
+            zone=definition.zone,
+            registry=definition.registry,
             on_commit=self.relay.wake,
         )
         self.consumers: list[ConsumerRunner] = [
@@ -117,7 +122,7 @@ class ServiceRuntime:
         for runner in self.consumers:
             runner.stop()
         if self._tasks:
-            done, pending = await asyncio.wait(self._tasks, timeout=15)
+            _, pending = await asyncio.wait(self._tasks, timeout=15)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -167,8 +172,12 @@ class ServiceRuntime:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.error("%s/%s stopped (%s); restarting in 1s", self.definition.name, name,
-                              type(exc).__name__)
+                    log.error(
+                        "%s/%s stopped (%s); restarting in 1s",
+                        self.definition.name,
+                        name,
+                        type(exc).__name__,
+                    )
                     await asyncio.sleep(1)
 
         return asyncio.create_task(supervised(), name=f"{self.definition.name}:{name}")

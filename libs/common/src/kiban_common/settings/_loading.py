@@ -50,9 +50,7 @@ def _refuse_unknown_variables(cls: type[KibanSettings], environ: Mapping[str, st
         and not any(name == k or name.startswith(k + "__") for k in known)
     )
     if unknown:
-        raise SettingsError(
-            "unknown settings (misspelt?): " + ", ".join(unknown)
-        )
+        raise SettingsError("unknown settings (misspelt?): " + ", ".join(unknown))
 
 
 def _variable_names(model: type[BaseModel], prefix: str) -> set[str]:

@@ -71,7 +71,9 @@ class AuthSettings(BaseModel):
     @field_validator("jwks_url")
     @classmethod
     def _https_or_loopback(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://127.", "http://localhost")):
+        if value is not None and not value.startswith(
+            ("https://", "http://127.", "http://localhost")
+        ):
             raise ValueError("must be an https:// URL (or http on loopback)")
         return value
 
@@ -116,9 +118,11 @@ class HttpSettings(BaseModel):
 class ZoneGuardSettings(BaseModel):
     """Networks a core-zone service accepts callers from (the information zone is open)."""
 
-    allowed_networks: list[IPv4Network | IPv6Network] = Field(
-        default_factory=lambda: [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
-    )
+    allowed_networks: list[IPv4Network | IPv6Network] = Field(default_factory=lambda: _loopback())
+
+
+def _loopback() -> list[IPv4Network | IPv6Network]:
+    return [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
 
 
 class TelemetrySettings(BaseModel):

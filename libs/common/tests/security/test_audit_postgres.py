@@ -1,0 +1,54 @@
+"""The append-only triggers on a real PostgreSQL (the harness starts one; `-m "not postgres"`
+skips this file)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Executable, MetaData, delete, insert, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from kiban_common.security import AuditRecord, append_only_ddl, audit_table
+
+
+async def test_append_only_on_postgresql(postgres_url: str) -> None:
+    url = make_url(postgres_url).set(drivername="postgresql+asyncpg")
+    engine = create_async_engine(url)
+    try:
+        metadata = MetaData()
+        table = audit_table(metadata)
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+            for _ in range(2):  # idempotent
+                for statement in append_only_ddl(table.name, connection.dialect.name):
+                    await connection.execute(text(statement))
+            record = AuditRecord(
+                at=datetime.now(UTC),
+                principal="operator:o-1",
+                method="GET",
+                route="/v1/x",
+                status=200,
+                source="127.0.0.1",
+                request_id="r1",
+                trace_id=None,
+                duration_ms=1.5,
+            )
+            await connection.execute(insert(table).values(**record.as_row()))
+        changes: list[Executable] = [
+            update(table).values(status=500),
+            delete(table),
+            text(f"TRUNCATE {table.name}"),
+        ]
+        for change in changes:
+            with pytest.raises(DBAPIError, match="append-only"):
+                async with engine.begin() as connection:
+                    await connection.execute(change)
+        async with engine.connect() as connection:
+            (row,) = (await connection.execute(select(table))).all()
+        assert row.at.tzinfo is not None
+        assert row.principal == "operator:o-1"
+    finally:
+        await engine.dispose()
