@@ -27,11 +27,20 @@ class Transaction:
     def __init__(self, session: AsyncSession, outbox: OutboxWriter) -> None:
         self.session = session
         self._outbox = outbox
+        self._pending: list[dict[str, Any]] = []
         self._emitted = 0
 
     async def emit(self, event: Event[Any]) -> None:
-        await self._outbox.write(self.session, event)
+        """Queue `event` for the outbox. It is checked (registry, zone) and encoded now, so a
+        bad event fails where it is emitted; it is written with the others at commit."""
+        self._pending.append(self._outbox.row(event))
         self._emitted += 1
+
+    async def flush(self) -> None:
+        """Write the queued events in one statement (done for you before the commit)."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            await self._outbox.write_rows(self.session, rows)
 
     @property
     def emitted(self) -> int:
@@ -68,21 +77,27 @@ class OutboxWriter:
                 f"{event.type} carries {spec.data_model.__name__}, not {type(event.data).__name__}"
             )
 
-    async def write(self, session: AsyncSession, event: Event[Any]) -> None:
+    def row(self, event: Event[Any]) -> dict[str, Any]:
+        """The outbox row of a checked, encoded event (with the current trace context)."""
         self.check(event)
         if event.traceparent is None:
             event = _with_trace(event)
         wire = encode(event)
-        await session.exec(
-            insert(self.table).values(
-                event_id=event.id,
-                type=event.type,
-                key=wire.key,
-                value=wire.value,
-                headers=[[k, v.decode()] for k, v in wire.headers],
-                created_at=datetime.now(UTC),
-            )
-        )
+        return {
+            "event_id": event.id,
+            "type": event.type,
+            "key": wire.key,
+            "value": wire.value,
+            "headers": [[k, v.decode()] for k, v in wire.headers],
+            "created_at": datetime.now(UTC),
+        }
+
+    async def write_rows(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        connection = await session.connection()
+        await connection.execute(insert(self.table), rows)
+
+    async def write(self, session: AsyncSession, event: Event[Any]) -> None:
+        await self.write_rows(session, [self.row(event)])
 
 
 def _with_trace(event: Event[Any]) -> Event[Any]:
@@ -109,5 +124,6 @@ async def transaction(
     async with sessions() as session, session.begin():
         tx = Transaction(session, outbox)
         yield tx
+        await tx.flush()
     if tx.emitted and outbox.on_commit is not None:
         outbox.on_commit()
