@@ -117,3 +117,27 @@ def test_service_refuses_a_zone_other_than_its_own(tmp_path: Path) -> None:
     service = SERVICES["intake"]
     with pytest.raises(SettingsError, match="KIBAN_ZONE: intake runs in the core zone"):
         service.create_app(_embedded(service, tmp_path, zone="information"))
+
+
+async def test_every_request_is_audited_including_ones_the_zone_guard_refuses(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import select
+
+    service = SERVICES["linkage"]  # core zone: only loopback callers by default
+    app = service.create_app(_embedded(service, tmp_path))
+    runtime = app.state.runtime
+    table = service.definition.metadata.tables["kiban_audit_log"]
+    async with app.router.lifespan_context(app):
+        for peer in (("127.0.0.1", 40001), ("203.0.113.9", 40002)):
+            transport = httpx.ASGITransport(app=app, client=peer)
+            async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+                response = await client.get("/openapi.json?patient=canary")
+                assert response.status_code == (200 if peer[0] == "127.0.0.1" else 403)
+        async with runtime.engine.connect() as conn:
+            rows = (await conn.execute(select(table).order_by(table.c.id))).mappings().all()
+    assert [(r["route"], r["status"], r["source"]) for r in rows] == [
+        ("/openapi.json", 200, "127.0.0.1"),
+        ("/openapi.json", 403, "203.0.113.9"),
+    ]
+    assert all("canary" not in str(dict(r)) for r in rows)  # no query strings kept

@@ -31,7 +31,9 @@ def serve(args: argparse.Namespace) -> int:
         app = service.create_app(settings)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
-    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info")
+    uvicorn.run(
+        app, host=settings.http.host, port=settings.http.port, log_config=None, log_level="info"
+    )
     return 0
 
 

@@ -34,7 +34,12 @@ def build_servers(state: Path, host: str, names: list[str] | None = None) -> lis
         settings = load_settings(service.settings, **dev_overrides(state, name, service.port, host))
         app = service.create_app(settings, broker=broker)
         config = uvicorn.Config(
-            app, host=host, port=service.port, log_level="warning", lifespan="on"
+            app,
+            host=host,
+            port=service.port,
+            log_level="warning",
+            lifespan="on",
+            log_config=None,
         )
         servers.append(_Server(config))
     return servers

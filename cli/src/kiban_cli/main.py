@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from kiban_cli import commands
+from kiban_common.telemetry import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,8 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness polling, one line each
+    configure_logging(logging.INFO)
     try:
         result = args.run(args)
         if asyncio.iscoroutine(result):

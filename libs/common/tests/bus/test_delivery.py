@@ -248,3 +248,41 @@ async def test_memory_broker_outage_raises_broker_unavailable() -> None:
     wire = encode(Event(type="kiban.a.b.v1", source="/s", key="k", data=ThingDone(thing="t", n=1)))
     with pytest.raises(BrokerUnavailable):
         await transport.send([wire])
+
+
+async def test_trace_context_rides_with_the_event_to_the_consumer(stack: Stack) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    producer = await stack.node("producer")
+    consumer = await stack.node("consumer")
+    produced, consumed = InMemorySpanExporter(), InMemorySpanExporter()
+    producer_tracing, consumer_tracing = TracerProvider(), TracerProvider()
+    producer_tracing.add_span_processor(SimpleSpanProcessor(produced))
+    consumer_tracing.add_span_processor(SimpleSpanProcessor(consumed))
+
+    with producer_tracing.get_tracer("test").start_as_current_span("POST /v1/things"):
+        await do_thing(producer, stack.done, "traced", 1)
+    await producer.relay.relay_once()
+    runner = consumer.consumer(
+        "g-trace", {stack.done: record_effect(consumer)}, tracer_provider=consumer_tracing
+    )
+    stack.start(runner.run())
+
+    async def consumed_once() -> bool:
+        return len(consumed.get_finished_spans()) == 1
+
+    await eventually(consumed_once)
+    (request,) = produced.get_finished_spans()
+    (processing,) = consumed.get_finished_spans()
+    assert processing.name == f"process {stack.done}"
+    assert processing.context.trace_id == request.context.trace_id
+    assert processing.parent is not None
+    assert processing.parent.span_id == request.context.span_id
+    assert set(processing.attributes or {}) == {
+        "messaging.system",
+        "messaging.destination.name",
+        "messaging.message.id",
+        "messaging.consumer.group.name",
+    }

@@ -7,11 +7,10 @@ from kiban_common.db._migrations import (
     run_migrations_env,
     schema_drift,
 )
-from kiban_common.db._shared import AUDIT, create_shared_tables, drop_shared_tables, shared_tables
+from kiban_common.db._shared import create_shared_tables, drop_shared_tables, shared_tables
 from kiban_common.db._tables import OUTBOX, PROCESSED, outbox_table, processed_table
 
 __all__ = [
-    "AUDIT",
     "OUTBOX",
     "PROCESSED",
     "async_url",

@@ -6,9 +6,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, MetaData, text
 
 from kiban_common.db._tables import outbox_table, processed_table
-from kiban_common.security import append_only_ddl, audit_table
-
-AUDIT = "kiban_audit_log"
+from kiban_common.security import AUDIT_TABLE, append_only_ddl, audit_table
 
 
 def shared_tables(metadata: MetaData) -> None:
@@ -22,7 +20,7 @@ def create_shared_tables(connection: Connection) -> None:
     metadata = MetaData()
     shared_tables(metadata)
     metadata.create_all(connection)
-    for statement in append_only_ddl(AUDIT, connection.dialect.name):
+    for statement in append_only_ddl(AUDIT_TABLE, connection.dialect.name):
         connection.execute(text(statement))
 
 

@@ -17,9 +17,9 @@ from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from kiban_common.bus import MemoryBroker
-from kiban_common.db import AUDIT
 from kiban_common.events import Zone
 from kiban_common.security import (
+    AUDIT_TABLE,
     AuditMiddleware,
     FileKeySource,
     KeySource,
@@ -67,18 +67,19 @@ def build_app(
     _health_routes(app, runtime)
     for router in definition.routers:
         app.include_router(router)
-    app.add_middleware(
-        AuditMiddleware,
-        sessions=runtime.sessions,
-        table=definition.metadata.tables[AUDIT],
-        exempt_paths=_UNGUARDED,
-    )
+    # Added last = outermost: the audit log also records calls the zone guard refused.
     app.add_middleware(
         ZoneGuard,
         zone=definition.zone.value,
         allowed_networks=settings.zone_guard.allowed_networks
         if definition.zone is Zone.CORE
         else (),
+        exempt_paths=_UNGUARDED,
+    )
+    app.add_middleware(
+        AuditMiddleware,
+        sessions=runtime.sessions,
+        table=definition.metadata.tables[AUDIT_TABLE],
         exempt_paths=_UNGUARDED,
     )
     FastAPIInstrumentor.instrument_app(
