@@ -128,3 +128,14 @@ def test_kiban_migrate_applies_the_schema_and_reports_the_revision(tmp_path: Pat
     result = _kiban("migrate", "review", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert '"revision": "0001"' in result.stdout
+
+
+def test_kiban_demo_starts_the_platform_and_reports_each_service(tmp_path: Path) -> None:
+    if not _ports_free():
+        pytest.skip("a port of 8101-8106 is taken on this machine")
+    result = _kiban("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "six services ready" in result.stdout
+    for name in PORTS:
+        assert f"{name}" in result.stdout
+    assert result.stdout.count("readyz=ready") == 6

@@ -1,9 +1,8 @@
 """`kiban demo`: start the embedded platform and drive the scenario, printing what each step proved.
 
-Today it proves the foundation: six services up in their zones on the embedded default,
-answering readiness, refusing a request without a token and a core-zone call from outside the
-core networks is covered by the tests. The clinical scenario (notices, bundles, opt-out,
-review, release) joins as each service lands (issues 3–8).
+Today it shows the foundation: six services up in their zones on the embedded default, each
+answering readiness (database and bus) and serving OpenAPI. The clinical scenario (notices,
+bundles, linkage, opt-out, review, release) joins as each service lands (issues 3–8).
 """
 
 from __future__ import annotations

@@ -40,3 +40,4 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness polling, one line each
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per table on every start
