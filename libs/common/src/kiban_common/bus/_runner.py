@@ -24,7 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from kiban_common.bus._transport import BrokerUnavailable, Consumer, Received, Transport
@@ -36,6 +38,13 @@ log = logging.getLogger("kiban.consumer")
 
 Handler = Callable[[Event[Any], Transaction], Awaitable[None]]
 Transactions = Callable[[], AbstractAsyncContextManager[Transaction]]
+
+
+# Both dialects have INSERT ... ON CONFLICT DO NOTHING ... RETURNING (SQLite since 3.35).
+_INSERTS: dict[str, Callable[[Table], Any]] = {
+    "postgresql": postgresql_insert,
+    "sqlite": sqlite_insert,
+}
 
 
 class _Stopping(Exception):
@@ -173,18 +182,9 @@ class ConsumerRunner:
             return None
 
     async def _apply(self, items: Sequence[_Decoded], tx: Transaction) -> None:
-        ids = [i.event.id for i in items]
-        p = self._processed
-        connection = await tx.session.connection()
-        query = select(p.c.event_id).where(p.c.consumer_group == self.group, p.c.event_id.in_(ids))
-        done = set((await connection.execute(query)).scalars())
-        fresh: list[_Decoded] = []
-        for item in items:
-            if item.event.id in done:
-                self.stats.duplicates += 1
-                continue
-            done.add(item.event.id)  # the same event twice in one batch
-            fresh.append(item)
+        claimed = await self._claim(items, tx)
+        fresh = [item for item in items if claimed.pop(item.event.id, False)]
+        self.stats.duplicates += len(items) - len(fresh)
         for item in fresh:
             with consume_span(
                 self._tracer_provider,
@@ -194,21 +194,35 @@ class ConsumerRunner:
                 traceparent=item.event.traceparent,
             ):
                 await self.handlers[item.event.type](item.event, tx)
-        if fresh:
-            now = datetime.now(UTC)
-            await tx.session.exec(
-                insert(p),
-                params=[
-                    {
-                        "consumer_group": self.group,
-                        "event_id": i.event.id,
-                        "type": i.event.type,
-                        "processed_at": now,
-                    }
-                    for i in fresh
-                ],
-            )
         self.stats.processed += len(fresh)
+
+    async def _claim(self, items: Sequence[_Decoded], tx: Transaction) -> dict[str, bool]:
+        """Record the batch's event ids as processed, in the effect's transaction, and return
+        the ids that were not recorded before (`INSERT ... ON CONFLICT DO NOTHING RETURNING`).
+
+        One round trip through the primary key. A second consumer of the group racing on the
+        same event (a rebalance) waits on the row lock and then finds it taken, so it skips
+        the event instead of applying it twice.
+        """
+        now = datetime.now(UTC)
+        rows = {
+            i.event.id: {
+                "consumer_group": self.group,
+                "event_id": i.event.id,
+                "type": i.event.type,
+                "processed_at": now,
+            }
+            for i in items
+        }
+        connection = await tx.session.connection()
+        dialect_insert = _INSERTS[connection.dialect.name]
+        statement = (
+            dialect_insert(self._processed)
+            .on_conflict_do_nothing()
+            .returning(self._processed.c.event_id)
+        )
+        result = await connection.execute(statement, list(rows.values()))
+        return dict.fromkeys(result.scalars(), True)
 
     async def _apply_alone(self, item: _Decoded) -> None:
         delay = self._backoff_initial
