@@ -85,3 +85,46 @@ def test_registry_holds_every_contract_type_once() -> None:
         "kiban.release.release-published.v1",
         "kiban.security.alert-raised.v1",
     }
+
+
+def test_reader_agrees_with_the_cloudevents_sdk_on_what_the_sdk_wrote() -> None:
+    from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    wire = encode(_purged())
+    sdk = from_structured(
+        KafkaMessage(headers=dict(wire.headers), key=wire.key, value=wire.value),
+        JSONFormat(),
+        CloudEvent,
+    )
+    ours = decode(wire, PersonPurgedV1)
+    assert (ours.id, ours.source, ours.type, ours.time, ours.key, ours.traceparent) == (
+        sdk.get_id(),
+        sdk.get_source(),
+        sdk.get_type(),
+        sdk.get_time(),
+        sdk.get_extension("partitionkey"),
+        sdk.get_extension("traceparent"),
+    )
+    assert ours.data.model_dump(mode="json") == sdk.get_data()
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"specversion": "0.3"}, "CloudEvents 1.0"),
+        ({"id": ""}, "'id'"),
+        ({"source": None}, "'source'"),
+        ({"time": "yesterday"}, "RFC 3339"),
+        ({"data": "a string"}, "JSON object"),
+    ],
+)
+def test_reader_refuses_documents_that_are_not_kiban_cloudevents(
+    change: dict[str, object], complaint: str
+) -> None:
+    wire = encode(_purged())
+    body = {**json.loads(wire.value), **change}
+    bad = WireMessage(topic=wire.topic, key=wire.key, value=json.dumps(body).encode())
+    with pytest.raises(MalformedEvent, match=complaint):
+        decode(bad, PersonPurgedV1)

@@ -8,12 +8,13 @@ id) so one person's events stay in order; W3C `traceparent` rides both as a Clou
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from cloudevents.core.bindings.kafka import KafkaMessage, from_structured, to_structured
+from cloudevents.core.bindings.kafka import to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel
@@ -89,35 +90,60 @@ def read_type(message: WireMessage) -> str | None:
 
 
 def decode(message: WireMessage, data_model: type[DataT]) -> Event[DataT]:
+    """Read a structured-mode CloudEvent that carries JSON data.
+
+    Written by the SDK, read here: the SDK's reader parses every timestamp with dateutil and
+    was a third of a consumer's time per event, so this reader checks just what Kiban relies
+    on (spec version 1.0; non-empty `id`, `source`, `type`; RFC 3339 `time`; a JSON object as
+    `data`). `tests` cross-check it against the SDK's reading of the same bytes.
+    """
     try:
-        ce = from_structured(
-            KafkaMessage(headers=dict(message.headers), key=message.key, value=message.value),
-            _FORMAT,
-            CloudEvent,
-        )
-    except Exception as exc:  # the SDK raises several unrelated types for bad input
-        raise MalformedEvent(f"not a CloudEvents 1.0 JSON document: {type(exc).__name__}") from exc
-    raw_data = ce.get_data()
+        document = json.loads(message.value)
+    except ValueError:
+        raise MalformedEvent("not a CloudEvents JSON document") from None
+    if not isinstance(document, dict) or document.get("specversion") != "1.0":
+        raise MalformedEvent("not a CloudEvents 1.0 document")
+    attributes = {name: document.get(name) for name in ("id", "source", "type")}
+    for name, value in attributes.items():
+        if not isinstance(value, str) or not value:
+            raise MalformedEvent(f"CloudEvents attribute {name!r} is missing or empty")
+    event_id = str(attributes["id"])
+    raw_data = document.get("data")
     if not isinstance(raw_data, dict):
-        raise MalformedEvent(f"event {ce.get_id()} has no JSON object as data")
+        raise MalformedEvent(f"event {event_id} has no JSON object as data")
+    time = _time(document.get("time"), event_id)
     try:
         data = data_model.model_validate(raw_data)
     except ValueError as exc:
         # pydantic's message would echo field values; report only where it failed.
         raise MalformedEvent(
-            f"event {ce.get_id()} data does not fit {data_model.__name__}: {_locations(exc)}"
+            f"event {event_id} data does not fit {data_model.__name__}: {_locations(exc)}"
         ) from None
-    time = ce.get_time() or datetime.now(UTC)
+    key = document.get("partitionkey")
     return Event(
-        type=ce.get_type(),
-        source=ce.get_source(),
-        key=str(ce.get_extension("partitionkey") or message.key.decode(errors="replace")),
+        type=str(attributes["type"]),
+        source=str(attributes["source"]),
+        key=str(key) if key is not None else message.key.decode(errors="replace"),
         data=data,
-        id=ce.get_id(),
+        id=event_id,
         time=time,
-        subject=ce.get_subject(),
-        traceparent=ce.get_extension(TRACEPARENT),
+        subject=_optional_str(document.get("subject")),
+        traceparent=_optional_str(document.get(TRACEPARENT)),
     )
+
+
+def _time(value: object, event_id: str) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise MalformedEvent(f"event {event_id} has a time that is not RFC 3339") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _locations(exc: ValueError) -> str:
