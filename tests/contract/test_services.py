@@ -15,10 +15,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from kiban_cli.devstate import dev_overrides
 from kiban_cli.services import SERVICES, Service
 from kiban_common.bus import MemoryBroker
 from kiban_common.db import create_engine, migrate, schema_drift
+from kiban_common.devstate import dev_overrides
 from kiban_common.settings import SettingsError, load_settings
 
 NAMES = list(SERVICES)
@@ -34,7 +34,12 @@ async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def _embedded(service: Service, state: Path, **extra: Any) -> Any:
     return load_settings(
         service.settings,
-        **{**dev_overrides(state, service.name, service.port, "127.0.0.1"), **extra},
+        **{
+            **dev_overrides(
+                state, service.name, service.port, "127.0.0.1", service.definition.zone
+            ),
+            **extra,
+        },
     )
 
 

@@ -9,10 +9,10 @@ import sys
 import uvicorn
 
 from kiban_cli import dev as devmode
-from kiban_cli.devstate import dev_issuer, state_dir
 from kiban_cli.services import SERVICES
 from kiban_common.db import create_engine, current_revision
 from kiban_common.db import migrate as run_migrations
+from kiban_common.devstate import dev_issuer, state_dir
 from kiban_common.settings import SettingsError, load_settings
 
 

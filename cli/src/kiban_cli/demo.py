@@ -13,8 +13,8 @@ import time
 import httpx
 
 from kiban_cli import dev as devmode
-from kiban_cli.devstate import state_dir
 from kiban_cli.services import SERVICES
+from kiban_common.devstate import state_dir
 
 
 async def run_demo(host: str) -> int:

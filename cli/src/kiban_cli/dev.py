@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from kiban_cli.devstate import dev_overrides
 from kiban_cli.services import SERVICES
 from kiban_common.bus import MemoryBroker
+from kiban_common.devstate import dev_overrides
 from kiban_common.settings import load_settings
 
 
@@ -31,7 +31,10 @@ def build_servers(state: Path, host: str, names: list[str] | None = None) -> lis
     servers = []
     for name in names or list(SERVICES):
         service = SERVICES[name]
-        settings = load_settings(service.settings, **dev_overrides(state, name, service.port, host))
+        settings = load_settings(
+            service.settings,
+            **dev_overrides(state, name, service.port, host, service.definition.zone),
+        )
         app = service.create_app(settings, broker=broker)
         config = uvicorn.Config(
             app,

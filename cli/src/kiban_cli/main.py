@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from kiban_cli import commands
 from kiban_common.telemetry import configure_logging
@@ -40,7 +42,22 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply a service's schema migrations (production)")
     migrate.add_argument("service", choices=commands.service_names())
     migrate.set_defaults(run=commands.migrate)
+    _service_commands(sub)
     return parser
+
+
+def _service_commands(sub: Any) -> None:
+    """Commands a service ships on files (`kiban link`, `kiban anonymize`, `kiban release ...`):
+    a service package with a `cli` module exposing `add_commands(subparsers)` adds its own, so
+    the engine and its command live and are tested together."""
+    for name in commands.service_names():
+        try:
+            module = importlib.import_module(f"kiban_{name}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"kiban_{name}.cli":
+                raise
+            continue
+        module.add_commands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from kiban_testing._errors import HarnessError
 from kiban_testing._ports import free_port
 from kiban_testing.kafka import KAFKA_VERSION, KafkaBroker, KafkaServer, kafka_jars
 from kiban_testing.postgres import ExternalPostgres, PostgresCluster, PostgresServer
+from kiban_testing.services import RunningService, embedded_settings, eventually, running_service
 
 __all__ = [
     "KAFKA_VERSION",
@@ -19,6 +20,10 @@ __all__ = [
     "KafkaServer",
     "PostgresCluster",
     "PostgresServer",
+    "RunningService",
+    "embedded_settings",
+    "eventually",
     "free_port",
     "kafka_jars",
+    "running_service",
 ]

@@ -113,6 +113,9 @@ class ApplicationDecidedV1(EventData):
     organization: str
     user_category: Literal["academia", "industry", "government"]
     dataset: DatasetSpec
+    applicant: Code | None = Field(
+        default=None, description="principal that applied (`researcher:<id>`), who may download"
+    )
 
 
 class DatasetRequestedV1(EventData):

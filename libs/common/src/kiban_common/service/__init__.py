@@ -1,7 +1,24 @@
 """Wiring shared by every service: definition, runtime (lifespan resources) and app factory."""
 
+from fastapi import Request
+
 from kiban_common.service._app import build_app
-from kiban_common.service._definition import ServiceDefinition
+from kiban_common.service._crypto import ServiceCrypto
+from kiban_common.service._definition import Handlers, ServiceDefinition
 from kiban_common.service._runtime import ServiceRuntime
 
-__all__ = ["ServiceDefinition", "ServiceRuntime", "build_app"]
+
+def current_runtime(request: Request) -> ServiceRuntime:
+    """FastAPI dependency: the runtime of the service serving this request."""
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+__all__ = [
+    "Handlers",
+    "ServiceCrypto",
+    "ServiceDefinition",
+    "ServiceRuntime",
+    "build_app",
+    "current_runtime",
+]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import MetaData
 
 from kiban_common.bus import Handler
 from kiban_common.events import REGISTRY, EventRegistry, Zone
+
+Handlers = Mapping[str, Mapping[str, Handler]]
 
 
 @dataclass(frozen=True)
@@ -20,9 +23,17 @@ class ServiceDefinition:
     migrations: str  # Alembic script location, `package:directory`
     title: str = ""
     routers: Sequence[APIRouter] = ()
-    # consumer group suffix → (event type → handler); the group is `kiban-<service>[-suffix]`
-    consumers: Mapping[str, Mapping[str, Handler]] = field(default_factory=dict)
+    # consumer group suffix → (event type → handler); the group is `kiban-<service>[-suffix]`.
+    # Handlers that need the service's context (keys, settings) come from a factory that
+    # receives the `ServiceRuntime` once it is built.
+    consumers: Handlers | Callable[[Any], Handlers] = field(default_factory=dict)
     registry: EventRegistry = REGISTRY
+    # Built once per runtime (after engine, bus and keys) and kept as `runtime.context`: the
+    # service's own objects (stores, clocks, engines) that routes and handlers share.
+    context: Callable[[Any], Any] | None = None
+    # Long-running loops (schedulers, expiry sweeps), each `async def loop(runtime)`; they are
+    # supervised like the consumers and should return once `runtime.stopping` is set.
+    background: Mapping[str, Callable[[Any], Awaitable[None]]] = field(default_factory=dict)
 
     def group(self, suffix: str) -> str:
         return f"kiban-{self.name}" + (f"-{suffix}" if suffix else "")

@@ -29,6 +29,7 @@ from kiban_common.db import (
     session_factory,
 )
 from kiban_common.outbox import OutboxRelay, OutboxWriter, Transaction, transaction
+from kiban_common.service._crypto import ServiceCrypto
 from kiban_common.service._definition import ServiceDefinition
 from kiban_common.settings import KibanSettings, SettingsError
 from kiban_common.telemetry import build_tracer_provider
@@ -76,12 +77,17 @@ class ServiceRuntime:
             batch_size=settings.outbox.batch_size,
             poll_interval=settings.outbox.poll_interval_ms / 1000,
         )
+        self.crypto = ServiceCrypto(settings.crypto)
+        self.stopping = asyncio.Event()
         self.outbox = OutboxWriter(
             self.outbox_table,
             zone=definition.zone,
             registry=definition.registry,
             on_commit=self.relay.wake,
         )
+        self.context: Any = definition.context(self) if definition.context else None
+        consumers = definition.consumers
+        groups = consumers(self) if callable(consumers) else consumers
         self.consumers: list[ConsumerRunner] = [
             self.bus.consumer(
                 definition.group(suffix),
@@ -94,7 +100,7 @@ class ServiceRuntime:
                 backoff_max=settings.consumer.backoff_max_ms / 1000,
                 batch_size=settings.consumer.batch_size,
             )
-            for suffix, handlers in definition.consumers.items()
+            for suffix, handlers in groups.items()
         ]
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -115,9 +121,12 @@ class ServiceRuntime:
         self._tasks.append(self._supervise("outbox-relay", self.relay.run))
         for runner in self.consumers:
             self._tasks.append(self._supervise(runner.group, runner.run))
+        for name, loop in self.definition.background.items():
+            self._tasks.append(self._supervise(name, _bind(loop, self)))
 
     async def stop(self) -> None:
         self._stopping = True
+        self.stopping.set()
         self.relay.stop()
         for runner in self.consumers:
             runner.stop()
@@ -181,3 +190,12 @@ class ServiceRuntime:
                     await asyncio.sleep(1)
 
         return asyncio.create_task(supervised(), name=f"{self.definition.name}:{name}")
+
+
+def _bind(
+    loop: Callable[[ServiceRuntime], Awaitable[None]], runtime: ServiceRuntime
+) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await loop(runtime)
+
+    return run

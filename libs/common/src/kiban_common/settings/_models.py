@@ -89,6 +89,10 @@ class CryptoSettings(BaseModel):
     active_key_id: str | None = None
     index_key: SecretStr | None = None
     keys_file: Path | None = None
+    # Sealing to the core zone (X25519 PEM files): the information zone holds only the
+    # public key, so it can seal identity it can never read back; core services hold both.
+    sealing_public_key_file: Path | None = None
+    sealing_private_key_file: Path | None = None
 
     @model_validator(mode="after")
     def _load_file(self) -> CryptoSettings:

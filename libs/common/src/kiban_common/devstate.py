@@ -10,6 +10,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from kiban_common.crypto import SealingKeyPair
+from kiban_common.events import Zone
 from kiban_common.security import DevIssuer
 from kiban_common.settings import AuthSettings, CryptoSettings, HttpSettings
 
@@ -26,7 +28,10 @@ def dev_issuer(state: Path) -> DevIssuer:
     return issuer
 
 
-def dev_crypto(state: Path) -> CryptoSettings:
+def dev_crypto(state: Path, zone: Zone | None = None) -> CryptoSettings:
+    """Development keys. Core services get the sealing private key, the information zone only
+    the public one (as in production, where the private key never reaches that zone)."""
+    public, private = _dev_sealing(state)
     path = state / "dev-keys.json"
     if not path.exists():
         state.mkdir(parents=True, exist_ok=True)
@@ -38,10 +43,31 @@ def dev_crypto(state: Path) -> CryptoSettings:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(material, f)
-    return CryptoSettings(keys_file=path)
+    return CryptoSettings(
+        keys_file=path,
+        sealing_public_key_file=public,
+        sealing_private_key_file=private if zone is Zone.CORE else None,
+    )
 
 
-def dev_overrides(state: Path, name: str, port: int, host: str) -> dict[str, Any]:
+def _dev_sealing(state: Path) -> tuple[Path, Path]:
+    private, public = state / "dev-sealing.pem", state / "dev-sealing.pub.pem"
+    if not private.exists():
+        state.mkdir(parents=True, exist_ok=True)
+        pair = SealingKeyPair.generate()
+        try:
+            fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it first
+            return public, private
+        with os.fdopen(fd, "wb") as f:
+            f.write(pair.private_pem())
+        public.write_bytes(pair.public_pem())
+    return public, private
+
+
+def dev_overrides(
+    state: Path, name: str, port: int, host: str, zone: Zone | None = None
+) -> dict[str, Any]:
     """Settings that make one service run embedded: SQLite under `state`, in-process bus,
     migrations on start, tokens from the development issuer."""
     dev_issuer(state)
@@ -51,7 +77,7 @@ def dev_overrides(state: Path, name: str, port: int, host: str) -> dict[str, Any
         "migrate_on_start": True,
         "state_dir": state,
         "auth": AuthSettings(issuer=DEV_ISSUER, jwks_file=state / "dev-jwks.json"),
-        "crypto": dev_crypto(state),
+        "crypto": dev_crypto(state, zone),
         "http": HttpSettings(host=host, port=port),
     }
 

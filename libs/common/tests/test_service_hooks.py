@@ -1,0 +1,104 @@
+"""The hooks a service uses to share its own objects: context, handler factory, background loops,
+and the key material built from settings (sealing to the core zone from the information zone)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import MetaData
+
+from kiban_common.bus import MemoryBroker
+from kiban_common.events import Event, Zone
+from kiban_common.events._models import AlertRaisedV1
+from kiban_common.outbox import Transaction
+from kiban_common.service import ServiceDefinition, ServiceRuntime, build_app
+from kiban_common.settings import KibanSettings, SettingsError
+from kiban_testing import embedded_settings, eventually, running_service
+
+ALERT = "kiban.security.alert-raised.v1"
+
+
+class CoreSettings(KibanSettings):
+    zone: Zone = Zone.CORE
+
+
+class InformationSettings(KibanSettings):
+    zone: Zone = Zone.INFORMATION
+
+
+def _definition(zone: Zone, seen: list[str], ticks: list[int]) -> ServiceDefinition:
+    from kiban_common.db import shared_tables
+
+    metadata = MetaData()
+    shared_tables(metadata)
+
+    def consumers(runtime: ServiceRuntime) -> dict[str, dict[str, Any]]:
+        async def on_alert(event: Event[Any], tx: Transaction) -> None:
+            seen.append(f"{runtime.context['name']}:{event.data.rule}")
+
+        return {"": {ALERT: on_alert}}
+
+    async def ticker(runtime: ServiceRuntime) -> None:
+        while not runtime.stopping.is_set():
+            ticks.append(1)
+            await asyncio.sleep(0.01)
+
+    return ServiceDefinition(
+        name="hooks",
+        zone=zone,
+        metadata=metadata,
+        migrations="kiban_intake.store:migrations",
+        context=lambda runtime: {"name": f"ctx-{runtime.definition.name}"},
+        consumers=consumers,
+        background={"ticker": ticker},
+    )
+
+
+async def test_context_handler_factory_and_background_loop_run_with_the_service(
+    tmp_path: Path,
+) -> None:
+    seen: list[str] = []
+    ticks: list[int] = []
+    definition = _definition(Zone.CORE, seen, ticks)
+
+    def create_app(settings: KibanSettings, *, broker: MemoryBroker | None = None) -> FastAPI:
+        return build_app(definition, settings, broker=broker)
+
+    settings = embedded_settings(CoreSettings, tmp_path)
+    async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
+        assert svc.context == {"name": "ctx-hooks"}
+        async with svc.runtime.transaction() as tx:
+            data = AlertRaisedV1(
+                service="hooks", principal="p", rule="hours", action="blocked", at=datetime.now(UTC)
+            )
+            await tx.emit(Event(type=ALERT, source="/kiban/hooks", key="p", data=data))
+        await eventually(lambda: _value(seen), until=lambda s: s == ["ctx-hooks:hours"])
+        await eventually(lambda: _value(len(ticks)), until=lambda n: n >= 2)
+    stopped_at = len(ticks)
+    await asyncio.sleep(0.05)
+    assert len(ticks) == stopped_at  # the loop ended with the service
+
+
+async def test_information_zone_seals_what_only_the_core_zone_can_open(tmp_path: Path) -> None:
+    info = ServiceRuntime(
+        _definition(Zone.INFORMATION, [], []), embedded_settings(InformationSettings, tmp_path)
+    )
+    core = ServiceRuntime(_definition(Zone.CORE, [], []), embedded_settings(CoreSettings, tmp_path))
+    token = info.crypto.seal(b"subject", context="optout")
+    assert token.startswith("s1.")
+    assert core.crypto.unseal(token, context="optout") == b"subject"
+    with pytest.raises(SettingsError, match="KIBAN_CRYPTO__SEALING_PRIVATE_KEY_FILE"):
+        info.crypto.unseal(token, context="optout")
+    for runtime in (info, core):
+        await runtime.engine.dispose()
+
+
+async def _value(value: Any) -> Any:
+    return value
+
+
