@@ -100,5 +100,3 @@ async def test_information_zone_seals_what_only_the_core_zone_can_open(tmp_path:
 
 async def _value(value: Any) -> Any:
     return value
-
-
