@@ -13,6 +13,7 @@ from kiban_cli.services import SERVICES
 from kiban_common.db import create_engine, current_revision
 from kiban_common.db import migrate as run_migrations
 from kiban_common.devstate import dev_issuer, state_dir
+from kiban_common.security import AUDIT_ANCHORS_TABLE, AUDIT_TABLE, verify_audit_log
 from kiban_common.settings import SettingsError, load_settings
 
 
@@ -96,3 +97,40 @@ async def migrate(args: argparse.Namespace) -> int:
     json.dump({"service": service.name, "revision": revision}, sys.stdout)
     print()
     return 0
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    """`--database-url`, else `--dev` (the embedded default's file), else `KIBAN_*` settings."""
+    service = SERVICES[args.service]
+    if args.database_url:
+        return str(args.database_url)
+    if args.dev:
+        return f"sqlite:///{state_dir().resolve()}/{service.name}.db"
+    try:
+        return load_settings(service.settings).database_url
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def audit_verify(args: argparse.Namespace) -> int:
+    """Walk a service's audit chain; exit 1 naming the first bad entry."""
+    service = SERVICES[args.service]
+    metadata = service.definition.metadata
+    engine = create_engine(_database_url(args))
+    try:
+        async with engine.connect() as connection:
+            report = await verify_audit_log(
+                connection, metadata.tables[AUDIT_TABLE], metadata.tables[AUDIT_ANCHORS_TABLE]
+            )
+    finally:
+        await engine.dispose()
+    if report.ok:
+        print(
+            f"{service.name}: audit chain intact, {report.entries} entries, last {report.last_hash}"
+        )
+        return 0
+    print(
+        f"{service.name}: audit chain BROKEN at entry {report.first_bad_seq}: {report.reason} "
+        f"({report.entries} entries verified before it)"
+    )
+    return 1

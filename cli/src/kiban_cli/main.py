@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply a service's schema migrations (production)")
     migrate.add_argument("service", choices=commands.service_names())
     migrate.set_defaults(run=commands.migrate)
+    audit = sub.add_parser("audit", help="the hash-chained audit logs")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="check a service's audit chain and anchors")
+    verify.add_argument("service", choices=commands.service_names())
+    where = verify.add_mutually_exclusive_group()
+    where.add_argument("--database-url", help="the service's database (default: KIBAN_* settings)")
+    where.add_argument("--dev", action="store_true", help="the embedded default under ./.kiban/")
+    verify.set_defaults(run=commands.audit_verify)
     _service_commands(sub)
     return parser
 

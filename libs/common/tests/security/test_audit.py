@@ -15,7 +15,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import Message
 
 from kiban_common.security import (
+    AUDIT_ANCHORS_TABLE,
     AUDIT_TABLE,
+    AuditLog,
     AuditMiddleware,
     DevIssuer,
     TokenVerifier,
@@ -47,11 +49,18 @@ async def table(engine: AsyncEngine) -> Table:
     return table
 
 
+def log_of(table: Table) -> AuditLog:
+    assert table.metadata is not None
+    return AuditLog(table, table.metadata.tables[AUDIT_ANCHORS_TABLE])
+
+
 def audited_app(verifier: TokenVerifier, engine: AsyncEngine, table: Table) -> FastAPI:
     app = build(verifier)
     # sqlmodel sessions, as the service runtime makes them
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-    app.add_middleware(AuditMiddleware, sessions=sessions, table=table, exempt_paths=("/healthz",))
+    app.add_middleware(
+        AuditMiddleware, sessions=sessions, log=log_of(table), exempt_paths=("/healthz",)
+    )
     app.add_middleware(ZoneGuard, zone="core", allowed_networks=["127.0.0.0/8"])
     return app
 
@@ -181,7 +190,9 @@ def test_table_shape() -> None:
     assert table.name == AUDIT_TABLE == "kiban_audit_log"
     assert [c.name for c in table.columns] == [
         "id",
+        "seq",
         "at",
+        "kind",
         "principal",
         "method",
         "route",
@@ -190,6 +201,12 @@ def test_table_shape() -> None:
         "request_id",
         "trace_id",
         "duration_ms",
+        "action",
+        "refs",
+        "count",
+        "purpose",
+        "prev_hash",
+        "hash",
     ]
     assert table.c.at.type.timezone is True  # type: ignore[attr-defined]
     assert table.c.principal.nullable
@@ -244,7 +261,7 @@ async def test_client_gone_is_recorded_as_499(engine: AsyncEngine, table: Table)
         raise asyncio.CancelledError
 
     sessions = async_sessionmaker(engine, class_=AsyncSession)
-    middleware = AuditMiddleware(hangs_up, sessions=sessions, table=table)
+    middleware = AuditMiddleware(hangs_up, sessions=sessions, log=log_of(table))
     with pytest.raises(asyncio.CancelledError):
         await raw_call(middleware)
     await middleware.drain()
@@ -258,7 +275,7 @@ async def test_error_after_response_started(engine: AsyncEngine, table: Table) -
         raise RuntimeError("stream broke")
 
     sessions = async_sessionmaker(engine, class_=AsyncSession)
-    middleware = AuditMiddleware(half_sent, sessions=sessions, table=table)
+    middleware = AuditMiddleware(half_sent, sessions=sessions, log=log_of(table))
     with pytest.raises(RuntimeError):
         await raw_call(middleware)
     (row,) = await rows(engine, table)
@@ -273,7 +290,7 @@ async def test_trace_id_from_the_active_span(engine: AsyncEngine, table: Table) 
         await send({"type": "http.response.body", "body": b""})
 
     sessions = async_sessionmaker(engine, class_=AsyncSession)
-    middleware = AuditMiddleware(ok, sessions=sessions, table=table)
+    middleware = AuditMiddleware(ok, sessions=sessions, log=log_of(table))
     provider = TracerProvider()
     with provider.get_tracer("test").start_as_current_span("request") as span:
         sent = await raw_call(middleware)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, MetaData, text
 
 from kiban_common.db._tables import outbox_table, processed_table
-from kiban_common.security import AUDIT_TABLE, append_only_ddl, audit_table
+from kiban_common.security import AUDIT_ANCHORS_TABLE, AUDIT_TABLE, append_only_ddl, audit_table
 
 
 def shared_tables(metadata: MetaData) -> None:
@@ -20,8 +20,9 @@ def create_shared_tables(connection: Connection) -> None:
     metadata = MetaData()
     shared_tables(metadata)
     metadata.create_all(connection)
-    for statement in append_only_ddl(AUDIT_TABLE, connection.dialect.name):
-        connection.execute(text(statement))
+    for table in (AUDIT_TABLE, AUDIT_ANCHORS_TABLE):
+        for statement in append_only_ddl(table, connection.dialect.name):
+            connection.execute(text(statement))
 
 
 def drop_shared_tables(connection: Connection) -> None:

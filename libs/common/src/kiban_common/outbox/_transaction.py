@@ -7,8 +7,10 @@ the events only after the commit, so an event never announces a change that was 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,17 +20,64 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kiban_common.events import REGISTRY, Event, EventRegistry, Zone, ZoneViolation, encode
 from kiban_common.events import may_publish as _may_publish
+from kiban_common.security import AuditLog
 from kiban_common.telemetry import current_traceparent
 
 
 class Transaction:
     """The session of one unit of work and the events it will publish."""
 
-    def __init__(self, session: AsyncSession, outbox: OutboxWriter) -> None:
+    def __init__(
+        self, session: AsyncSession, outbox: OutboxWriter, audit: AuditLog | None = None
+    ) -> None:
         self.session = session
         self._outbox = outbox
+        self._audit = audit
         self._pending: list[dict[str, Any]] = []
+        self._audit_entries: list[dict[str, Any]] = []
         self._emitted = 0
+
+    def audit(
+        self,
+        action: str,
+        *,
+        refs: Sequence[str] = (),
+        count: int | None = None,
+        purpose: str | None = None,
+        principal: str | None = None,
+        source: str | None = None,
+        route: str = "-",
+    ) -> None:
+        """Record a data operation in the service's hash-chained audit log, committed with the
+        change itself: what was done (`action`), to which ids (`refs`, ids only, never personal
+        data), how many, for which application or opt-out (`purpose`), by whom, from where."""
+        if self._audit is None:
+            raise RuntimeError("this transaction has no audit log")
+        self._audit_entries.append(
+            {
+                "at": datetime.now(UTC),
+                "kind": "data",
+                "principal": principal,
+                "method": "-",
+                "route": route[:255],
+                "status": 0,
+                "source": source,
+                "request_id": uuid.uuid4().hex,
+                "trace_id": None,
+                "duration_ms": 0.0,
+                "action": action[:64],
+                "refs": json.dumps(list(refs)[:1000]) if refs else None,
+                "count": count if count is not None else (len(refs) if refs else None),
+                "purpose": purpose[:128] if purpose else None,
+            }
+        )
+
+    async def _append_audit(self) -> bool:
+        if not self._audit_entries or self._audit is None:
+            return False
+        entries, self._audit_entries = self._audit_entries, []
+        await self._audit.append(await self.session.connection(), entries)
+        return True
 
     async def emit(self, event: Event[Any]) -> None:
         """Queue `event` for the outbox. It is checked (registry, zone) and encoded now, so a
@@ -118,12 +167,27 @@ def _with_trace(event: Event[Any]) -> Event[Any]:
 
 @asynccontextmanager
 async def transaction(
-    sessions: async_sessionmaker[AsyncSession], outbox: OutboxWriter
+    sessions: async_sessionmaker[AsyncSession],
+    outbox: OutboxWriter,
+    audit: AuditLog | None = None,
 ) -> AsyncIterator[Transaction]:
-    """Open a unit of work; commit on normal exit, roll back on an exception."""
-    async with sessions() as session, session.begin():
-        tx = Transaction(session, outbox)
-        yield tx
-        await tx.flush()
+    """Open a unit of work; commit on normal exit, roll back on an exception. Audit entries are
+    appended last, just before the commit, so the chain's lock is held as briefly as possible
+    (on SQLite the in-process lock is held through the commit)."""
+    async with sessions() as session:
+        await session.begin()
+        try:
+            tx = Transaction(session, outbox, audit)
+            yield tx
+            await tx.flush()
+            async with AsyncExitStack() as held:
+                if tx._audit_entries and audit is not None:
+                    if (await session.connection()).dialect.name == "sqlite":
+                        await held.enter_async_context(audit.lock)
+                    await tx._append_audit()
+                await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
     if tx.emitted and outbox.on_commit is not None:
         outbox.on_commit()

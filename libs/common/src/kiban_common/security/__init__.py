@@ -11,12 +11,17 @@ nowhere else (not in reprs, error messages, logs or the audit log).
 
 from kiban_common.security._append_only import append_only_ddl
 from kiban_common.security._audit import (
+    AUDIT_ANCHORS_TABLE,
     AUDIT_TABLE,
     REQUEST_ID_HEADER,
+    AuditLog,
     AuditMiddleware,
     AuditRecord,
     audit_table,
+    verify_audit_log,
 )
+from kiban_common.security._chain import ChainReport
+from kiban_common.security._chain import verify as verify_chain
 from kiban_common.security._dependencies import (
     bearer_principal,
     require_scope,
@@ -38,14 +43,17 @@ from kiban_common.security._zone import (
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
+    "AUDIT_ANCHORS_TABLE",
     "AUDIT_TABLE",
     "DEFAULT_CORE_KINDS",
     "DEFAULT_EXEMPT_PATHS",
     "REQUEST_ID_HEADER",
     "ApiError",
+    "AuditLog",
     "AuditMiddleware",
     "AuditRecord",
     "AuthenticationError",
+    "ChainReport",
     "DevIssuer",
     "FileKeySource",
     "KeySource",
@@ -61,5 +69,7 @@ __all__ = [
     "install_error_handlers",
     "principal_allowed_in_zone",
     "require_scope",
+    "verify_audit_log",
+    "verify_chain",
     "zone_principal_guard",
 ]

@@ -29,21 +29,29 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     insert,
+    select,
+    text,
 )
 from starlette.datastructures import Headers, MutableHeaders
 
+from kiban_common.security._chain import GENESIS, ChainReport, canonical, link, verify
 from kiban_common.security._routes import route_or_path
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _log = logging.getLogger(__name__)
 
 AUDIT_TABLE = "kiban_audit_log"
+AUDIT_ANCHORS_TABLE = "kiban_audit_anchors"
+ANCHOR_EVERY = 100
+# pg_advisory_xact_lock key that serializes appends to one service's chain across replicas.
+_CHAIN_LOCK = 0x6B6962616E_01
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -52,12 +60,19 @@ _BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements I
 
 
 def audit_table(metadata: MetaData, name: str = AUDIT_TABLE) -> Table:
-    """The audit table in a service's metadata. Make it append-only with `append_only_ddl`."""
+    """The audit table in a service's metadata, hash-chained (`seq`, `prev_hash`, `hash`), with
+    its anchors table. Make both append-only with `append_only_ddl`.
+
+    `kind` is `request` (one per HTTP call) or `data` (a data operation a service records:
+    `action`, the ids it touched in `refs`, how many in `count`, and the application or opt-out
+    it served in `purpose`). Entries hold ids only, never personal data."""
     table = Table(
         name,
         metadata,
         Column("id", _BigId, primary_key=True, autoincrement=True),
+        Column("seq", BigInteger, nullable=False, unique=True),
         Column("at", DateTime(timezone=True), nullable=False),
+        Column("kind", String(16), nullable=False, server_default="request"),
         Column("principal", String(256), nullable=True),
         Column("method", String(16), nullable=False),
         Column("route", String(255), nullable=False),
@@ -66,10 +81,69 @@ def audit_table(metadata: MetaData, name: str = AUDIT_TABLE) -> Table:
         Column("request_id", String(64), nullable=False),
         Column("trace_id", String(32), nullable=True),
         Column("duration_ms", Float, nullable=False),
+        Column("action", String(64), nullable=True),
+        Column("refs", Text, nullable=True),
+        Column("count", Integer, nullable=True),
+        Column("purpose", String(128), nullable=True),
+        Column("prev_hash", String(64), nullable=False),
+        Column("hash", String(64), nullable=False),
     )
     Index(f"ix_{name}_at", table.c.at)
     Index(f"ix_{name}_principal_at", table.c.principal, table.c.at)
+    Table(
+        AUDIT_ANCHORS_TABLE if name == AUDIT_TABLE else f"{name}_anchors",
+        metadata,
+        Column("seq", BigInteger, primary_key=True, autoincrement=False),
+        Column("hash", String(64), nullable=False),
+        Column("at", DateTime(timezone=True), nullable=False),
+    )
     return table
+
+
+class AuditLog:
+    """Appends entries to a service's chained audit table.
+
+    On PostgreSQL a transaction-scoped advisory lock serializes appends from every replica; on
+    SQLite (one process) an asyncio lock does, and the append runs in its own short
+    transaction. Call `append` inside an open transaction on `connection`.
+    """
+
+    def __init__(self, table: Table, anchors: Table, *, anchor_every: int = ANCHOR_EVERY) -> None:
+        self.table = table
+        self.anchors = anchors
+        self.anchor_every = anchor_every
+        self._lock = asyncio.Lock()
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held around a SQLite transaction that appends (see `append`)."""
+        return self._lock
+
+    async def append(self, connection: AsyncConnection, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
+        last = (
+            await connection.execute(
+                select(self.table.c.seq, self.table.c.hash)
+                .order_by(self.table.c.seq.desc())
+                .limit(1)
+            )
+        ).first()
+        seq, prev = (int(last.seq), str(last.hash)) if last else (0, GENESIS)
+        rows, anchors = [], []
+        for entry in entries:
+            seq += 1
+            row = {"kind": "request", **entry}
+            digest = link(prev, seq, canonical(row))
+            rows.append({**row, "seq": seq, "prev_hash": prev, "hash": digest})
+            if seq % self.anchor_every == 0:
+                anchors.append({"seq": seq, "hash": digest, "at": row["at"]})
+            prev = digest
+        await connection.execute(insert(self.table), rows)
+        if anchors:
+            await connection.execute(insert(self.anchors), anchors)
 
 
 @dataclass(frozen=True)
@@ -105,12 +179,12 @@ class AuditMiddleware:
         app: ASGIApp,
         *,
         sessions: async_sessionmaker[Any],
-        table: Table,
+        log: AuditLog,
         exempt_paths: Collection[str] = (),
     ) -> None:
         self.app = app
         self.sessions = sessions
-        self.table = table
+        self.log = log
         self.exempt_paths = frozenset(exempt_paths)
         self.failed_writes = 0
         self._detached: set[asyncio.Task[None]] = set()
@@ -167,9 +241,9 @@ class AuditMiddleware:
     async def write(self, record: AuditRecord) -> None:
         """Insert one row; failures are counted and logged, never raised into the request."""
         try:
-            async with self.sessions() as session, session.begin():
+            async with self.log.lock, self.sessions() as session, session.begin():
                 connection = await session.connection()
-                await connection.execute(insert(self.table).values(**record.as_row()))
+                await self.log.append(connection, [record.as_row()])
         except Exception as exc:
             self.failed_writes += 1
             _log.warning(
@@ -206,3 +280,29 @@ def _trace_id(traceparent: str | None) -> str | None:
         if match and match.group(1) != "0" * 32:
             return match.group(1)
     return None
+
+
+async def verify_audit_log(
+    connection: AsyncConnection, table: Table, anchors: Table, *, batch: int = 5000
+) -> ChainReport:
+    """Read a service's audit log in `seq` order (in batches) and check its chain and anchors."""
+    anchored = {
+        int(row.seq): str(row.hash)
+        for row in await connection.execute(select(anchors.c.seq, anchors.c.hash))
+    }
+
+    async def entries() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        last = 0
+        while True:
+            page = (
+                await connection.execute(
+                    select(table).where(table.c.seq > last).order_by(table.c.seq).limit(batch)
+                )
+            ).all()
+            if not page:
+                return rows
+            rows.extend(dict(row._mapping) for row in page)
+            last = int(page[-1].seq)
+
+    return verify(await entries(), anchored)

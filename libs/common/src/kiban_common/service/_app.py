@@ -19,7 +19,6 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from kiban_common.bus import MemoryBroker
 from kiban_common.events import Zone
 from kiban_common.security import (
-    AUDIT_TABLE,
     AuditMiddleware,
     FileKeySource,
     KeySource,
@@ -79,7 +78,7 @@ def build_app(
     app.add_middleware(
         AuditMiddleware,
         sessions=runtime.sessions,
-        table=definition.metadata.tables[AUDIT_TABLE],
+        log=runtime.audit,
         exempt_paths=_UNGUARDED,
     )
     FastAPIInstrumentor.instrument_app(

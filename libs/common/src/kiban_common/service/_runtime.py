@@ -29,6 +29,7 @@ from kiban_common.db import (
     session_factory,
 )
 from kiban_common.outbox import OutboxRelay, OutboxWriter, Transaction, transaction
+from kiban_common.security import AUDIT_ANCHORS_TABLE, AUDIT_TABLE, AuditLog
 from kiban_common.service._crypto import ServiceCrypto
 from kiban_common.service._definition import ServiceDefinition
 from kiban_common.settings import KibanSettings, SettingsError
@@ -78,6 +79,9 @@ class ServiceRuntime:
             poll_interval=settings.outbox.poll_interval_ms / 1000,
         )
         self.crypto = ServiceCrypto(settings.crypto)
+        self.audit = AuditLog(
+            definition.metadata.tables[AUDIT_TABLE], definition.metadata.tables[AUDIT_ANCHORS_TABLE]
+        )
         self.stopping = asyncio.Event()
         self.outbox = OutboxWriter(
             self.outbox_table,
@@ -107,7 +111,7 @@ class ServiceRuntime:
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """One unit of work: state changes and emitted events commit together."""
-        return transaction(self.sessions, self.outbox)
+        return transaction(self.sessions, self.outbox, self.audit)
 
     async def start(self) -> None:
         if self.settings.migrate_on_start:
