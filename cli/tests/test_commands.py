@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from kiban_cli.services import SERVICES
 
 PORTS = {
     "intake": 8101,
@@ -127,7 +132,10 @@ def test_kiban_migrate_applies_the_schema_and_reports_the_revision(tmp_path: Pat
     env = {"KIBAN_DATABASE_URL": f"sqlite:///{tmp_path}/review.db", "KIBAN_BUS": "memory"}
     result = _kiban("migrate", "review", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert '"revision": "0001"' in result.stdout
+    config = Config()
+    config.set_main_option("script_location", SERVICES["review"].definition.migrations)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert json.loads(result.stdout) == {"service": "review", "revision": head}
 
 
 def test_kiban_demo_starts_the_platform_and_reports_each_service(tmp_path: Path) -> None:

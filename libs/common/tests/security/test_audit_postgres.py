@@ -6,12 +6,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Executable, MetaData, delete, insert, select, text, update
+from sqlalchemy import Executable, MetaData, delete, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from kiban_common.security import AuditRecord, append_only_ddl, audit_table
+from kiban_common.security import (
+    AUDIT_ANCHORS_TABLE,
+    AuditLog,
+    AuditRecord,
+    append_only_ddl,
+    audit_table,
+    verify_audit_log,
+)
 
 
 async def test_append_only_on_postgresql(postgres_url: str) -> None:
@@ -36,7 +43,8 @@ async def test_append_only_on_postgresql(postgres_url: str) -> None:
                 trace_id=None,
                 duration_ms=1.5,
             )
-            await connection.execute(insert(table).values(**record.as_row()))
+            log = AuditLog(table, metadata.tables[AUDIT_ANCHORS_TABLE])
+            await log.append(connection, [record.as_row(), record.as_row()])
         changes: list[Executable] = [
             update(table).values(status=500),
             delete(table),
@@ -47,8 +55,12 @@ async def test_append_only_on_postgresql(postgres_url: str) -> None:
                 async with engine.begin() as connection:
                     await connection.execute(change)
         async with engine.connect() as connection:
-            (row,) = (await connection.execute(select(table))).all()
-        assert row.at.tzinfo is not None
-        assert row.principal == "operator:o-1"
+            first, second = (await connection.execute(select(table).order_by(table.c.seq))).all()
+            report = await verify_audit_log(connection, table, metadata.tables[AUDIT_ANCHORS_TABLE])
+        assert first.at.tzinfo is not None
+        assert first.principal == "operator:o-1"
+        assert second.prev_hash == first.hash
+        assert report.ok
+        assert report.entries == 2
     finally:
         await engine.dispose()

@@ -6,7 +6,13 @@ from __future__ import annotations
 from sqlalchemy import Connection, MetaData, text
 
 from kiban_common.db._tables import outbox_table, processed_table
-from kiban_common.security import AUDIT_ANCHORS_TABLE, AUDIT_TABLE, append_only_ddl, audit_table
+from kiban_common.security import (
+    AUDIT_ANCHORS_TABLE,
+    AUDIT_TABLE,
+    append_only_ddl,
+    audit_table,
+    blocks_table,
+)
 
 
 def shared_tables(metadata: MetaData) -> None:
@@ -14,6 +20,7 @@ def shared_tables(metadata: MetaData) -> None:
     outbox_table(metadata)
     processed_table(metadata)
     audit_table(metadata)
+    blocks_table(metadata)
 
 
 def create_shared_tables(connection: Connection) -> None:

@@ -20,6 +20,7 @@ from kiban_common.security._audit import (
     audit_table,
     verify_audit_log,
 )
+from kiban_common.security._blocks import BLOCKS_TABLE, blocks_table
 from kiban_common.security._chain import ChainReport
 from kiban_common.security._chain import verify as verify_chain
 from kiban_common.security._dependencies import (
@@ -32,6 +33,8 @@ from kiban_common.security._errors import ApiError, AuthenticationError
 from kiban_common.security._handlers import install_error_handlers
 from kiban_common.security._jose import ALLOWED_ALGORITHMS
 from kiban_common.security._keys import FileKeySource, KeySource, StaticKeySource, UrlKeySource
+from kiban_common.security._limits import BodyLimitMiddleware, RateLimitMiddleware
+from kiban_common.security._policy import breached_rule, within
 from kiban_common.security._principal import Principal, PrincipalKind
 from kiban_common.security._verifier import TokenVerifier
 from kiban_common.security._zone import (
@@ -45,6 +48,7 @@ __all__ = [
     "ALLOWED_ALGORITHMS",
     "AUDIT_ANCHORS_TABLE",
     "AUDIT_TABLE",
+    "BLOCKS_TABLE",
     "DEFAULT_CORE_KINDS",
     "DEFAULT_EXEMPT_PATHS",
     "REQUEST_ID_HEADER",
@@ -53,12 +57,14 @@ __all__ = [
     "AuditMiddleware",
     "AuditRecord",
     "AuthenticationError",
+    "BodyLimitMiddleware",
     "ChainReport",
     "DevIssuer",
     "FileKeySource",
     "KeySource",
     "Principal",
     "PrincipalKind",
+    "RateLimitMiddleware",
     "StaticKeySource",
     "TokenVerifier",
     "UrlKeySource",
@@ -66,10 +72,13 @@ __all__ = [
     "append_only_ddl",
     "audit_table",
     "bearer_principal",
+    "blocks_table",
+    "breached_rule",
     "install_error_handlers",
     "principal_allowed_in_zone",
     "require_scope",
     "verify_audit_log",
     "verify_chain",
+    "within",
     "zone_principal_guard",
 ]

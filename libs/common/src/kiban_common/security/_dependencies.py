@@ -53,6 +53,11 @@ async def bearer_principal(
             headers={"WWW-Authenticate": f'{_CHALLENGE} error="invalid_token"'},
         ) from None
     request.state.principal_subject = principal.subject
+    # The access monitor (set by the service runtime) may refuse a verified principal: blocked,
+    # out of its hours or networks, over its read ceiling, or not served in this zone.
+    check = getattr(request.app.state, "access_check", None)
+    if check is not None:
+        await check(principal, request)
     return principal
 
 

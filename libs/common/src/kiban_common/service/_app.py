@@ -20,14 +20,17 @@ from kiban_common.bus import MemoryBroker
 from kiban_common.events import Zone
 from kiban_common.security import (
     AuditMiddleware,
+    BodyLimitMiddleware,
     FileKeySource,
     KeySource,
+    RateLimitMiddleware,
     TokenVerifier,
     UrlKeySource,
     ZoneGuard,
     install_error_handlers,
 )
 from kiban_common.service._definition import ServiceDefinition
+from kiban_common.service._monitor import AccessMonitor, security_router
 from kiban_common.service._runtime import ServiceRuntime
 from kiban_common.settings import KibanSettings, SettingsError
 
@@ -62,10 +65,19 @@ def build_app(
     app.state.runtime = runtime
     app.state.token_verifier = verifier
     app.state.zone = definition.zone
+    monitor = AccessMonitor(runtime)
+    app.state.access_monitor = monitor
+    app.state.access_check = monitor.check
     install_error_handlers(app)
     _health_routes(app, runtime)
     for router in definition.routers:
         app.include_router(router)
+    app.include_router(security_router())
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.http.max_body_bytes,
+        limits=definition.body_limits,
+    )
     # Added last = outermost: the audit log also records calls the zone guard refused.
     app.add_middleware(
         ZoneGuard,
@@ -79,6 +91,13 @@ def build_app(
         AuditMiddleware,
         sessions=runtime.sessions,
         log=runtime.audit,
+        exempt_paths=_UNGUARDED,
+    )
+    # Outermost: a flood is refused before it costs a zone check, a token check or an audit row.
+    app.add_middleware(
+        RateLimitMiddleware,
+        rate=settings.limits.requests_per_second,
+        burst=settings.limits.burst,
         exempt_paths=_UNGUARDED,
     )
     FastAPIInstrumentor.instrument_app(

@@ -34,6 +34,9 @@ class ServiceDefinition:
     # Long-running loops (schedulers, expiry sweeps), each `async def loop(runtime)`; they are
     # supervised like the consumers and should return once `runtime.stopping` is set.
     background: Mapping[str, Callable[[Any], Awaitable[None]]] = field(default_factory=dict)
+    # Body-size limits by path that differ from `KIBAN_HTTP__MAX_BODY_BYTES`; None for an
+    # endpoint that streams large uploads itself (it enforces its own limits).
+    body_limits: Mapping[str, int | None] = field(default_factory=dict)
 
     def group(self, suffix: str) -> str:
         return f"kiban-{self.name}" + (f"-{suffix}" if suffix else "")

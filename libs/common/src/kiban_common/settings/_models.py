@@ -8,9 +8,11 @@ Settings are built once in a service's `main.py`, never at import time.
 from __future__ import annotations
 
 import json
+from datetime import time
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -129,6 +131,58 @@ def _loopback() -> list[IPv4Network | IPv6Network]:
     return [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
 
 
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_ALL_DAYS: list[Day] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class HoursWindow(BaseModel):
+    """When a kind of principal may call (e.g. an institution's nightly batch window). `end`
+    before `start` spans midnight."""
+
+    days: list[Day] = Field(default_factory=lambda: list(_ALL_DAYS))
+    start: time = time(0, 0)
+    end: time = time(23, 59, 59)
+    timezone: str = "Asia/Tokyo"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known IANA time zone") from None
+        return value
+
+
+class ReadCeiling(BaseModel):
+    limit: int = Field(ge=1)
+    window_seconds: int = Field(ge=1)
+
+
+class MonitorSettings(BaseModel):
+    """The access monitor's policy: a breach blocks the principal at once (shared through the
+    database) until an operator lifts it with a reason.
+
+    `networks`: principal pattern (`institution:*`, `operator:alice`) → source networks it may
+    call from. `hours`: principal kind → allowed window. `read_ceilings`: principal kind → most
+    reads (GET) per window. `kinds`: principal kinds this service serves (default: the zone's);
+    any other kind is an unknown-principal or disallowed-zone attempt."""
+
+    enabled: bool = True
+    networks: dict[str, list[IPv4Network | IPv6Network]] = Field(default_factory=dict)
+    hours: dict[str, HoursWindow] = Field(default_factory=dict)
+    read_ceilings: dict[str, ReadCeiling] = Field(default_factory=dict)
+    kinds: list[str] | None = None
+
+
+class LimitSettings(BaseModel):
+    """Per-principal request rate (token bucket per replica; the caller is keyed by its bearer
+    token, or its address without one). 0 turns it off."""
+
+    requests_per_second: float = Field(default=100.0, ge=0)
+    burst: int = Field(default=200, ge=1)
+
+
 class TelemetrySettings(BaseModel):
     exporter: Literal["none", "console", "otlp"] = "none"
     otlp_endpoint: str | None = None
@@ -164,6 +218,8 @@ class KibanSettings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     zone_guard: ZoneGuardSettings = Field(default_factory=ZoneGuardSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("database_url")
     @classmethod
