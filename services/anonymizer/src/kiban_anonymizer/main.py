@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from kiban_anonymizer.api import routers
+from kiban_anonymizer.builder import build_loop
 from kiban_anonymizer.consumers import handlers
+from kiban_anonymizer.context import build_context
 from kiban_anonymizer.settings import AnonymizerSettings
 from kiban_anonymizer.store.tables import metadata
 from kiban_common.bus import MemoryBroker
@@ -21,6 +23,8 @@ DEFINITION = ServiceDefinition(
     title="Kiban anonymizer",
     routers=routers,
     consumers=handlers,
+    context=build_context,
+    background={"builds": build_loop},
 )
 
 

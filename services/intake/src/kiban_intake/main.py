@@ -10,6 +10,7 @@ from kiban_common.service import ServiceDefinition, build_app
 from kiban_common.settings import load_settings
 from kiban_intake.api import routers
 from kiban_intake.consumers import handlers
+from kiban_intake.intake import Intake, scheduler
 from kiban_intake.settings import IntakeSettings
 from kiban_intake.store.tables import metadata
 
@@ -21,6 +22,11 @@ DEFINITION = ServiceDefinition(
     title="Kiban intake",
     routers=routers,
     consumers=handlers,
+    context=Intake,
+    background={"release-held-records": scheduler},
+    # Both endpoints enforce their own size settings (bundle_max_bytes, bulk_max_bytes) while
+    # streaming, so the common body limit steps aside for them.
+    body_limits={"/v1/bundles": None, "/v1/bulk": None},
 )
 
 

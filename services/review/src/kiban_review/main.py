@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from kiban_common.bus import MemoryBroker
@@ -10,8 +12,15 @@ from kiban_common.service import ServiceDefinition, build_app
 from kiban_common.settings import load_settings
 from kiban_review.api import routers
 from kiban_review.consumers import handlers
-from kiban_review.settings import ReviewSettings
+from kiban_review.context import ReviewContext
+from kiban_review.settings import ReviewRules, ReviewSettings
 from kiban_review.store.tables import metadata
+
+
+def _context(runtime: Any) -> ReviewContext:
+    rules = getattr(runtime.settings, "review", None)
+    return ReviewContext(rules=rules if isinstance(rules, ReviewRules) else ReviewRules())
+
 
 DEFINITION = ServiceDefinition(
     name="review",
@@ -21,6 +30,7 @@ DEFINITION = ServiceDefinition(
     title="Kiban review",
     routers=routers,
     consumers=handlers,
+    context=_context,
 )
 
 

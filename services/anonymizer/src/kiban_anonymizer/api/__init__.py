@@ -1,5 +1,7 @@
-"""HTTP routes of the anonymizer service."""
+"""HTTP routes of the anonymizer service (internal, operators only: scope `admin`)."""
 
 from fastapi import APIRouter
 
-routers: list[APIRouter] = []
+from kiban_anonymizer.api.admin import router
+
+routers: list[APIRouter] = [router]

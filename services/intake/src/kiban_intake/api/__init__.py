@@ -2,4 +2,6 @@
 
 from fastapi import APIRouter
 
-routers: list[APIRouter] = []
+from kiban_intake.api import institutions, notices, submissions
+
+routers: list[APIRouter] = [institutions.router, notices.router, submissions.router]

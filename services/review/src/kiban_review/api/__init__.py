@@ -2,4 +2,11 @@
 
 from fastapi import APIRouter
 
-routers: list[APIRouter] = []
+from kiban_review.api import applications, committee, deliberation, public
+
+routers: list[APIRouter] = [
+    committee.router,
+    applications.router,
+    deliberation.router,
+    public.router,
+]
