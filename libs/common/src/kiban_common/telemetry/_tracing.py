@@ -6,6 +6,7 @@ any request body into a span attribute: traces leave the core zone.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Literal
@@ -42,7 +43,14 @@ def build_tracer_provider(
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
     if extra_exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(extra_exporter))
+    if exporter == "none" and extra_exporter is None:
+        _SILENT.add(provider)
     return provider
+
+
+# Providers that export nowhere: consumers skip making spans for them (a tenth of a consumer's
+# time per event) but still carry the producer's trace context on to the events they emit.
+_SILENT: weakref.WeakSet[trace.TracerProvider] = weakref.WeakSet()
 
 
 def current_traceparent() -> str | None:
@@ -63,8 +71,14 @@ def consume_span(
 ) -> Iterator[trace.Span]:
     """A consumer span that continues the producer's trace (from the event's traceparent)."""
     parent = propagate.extract({"traceparent": traceparent} if traceparent else {})
-    tracer = provider.get_tracer(_TRACER)
     token = context.attach(parent)
+    if provider in _SILENT:
+        try:
+            yield trace.get_current_span()
+        finally:
+            context.detach(token)
+        return
+    tracer = provider.get_tracer(_TRACER)
     try:
         with tracer.start_as_current_span(
             f"process {event_type}",
