@@ -3,7 +3,7 @@
     uv run python bench/anonymizer/run.py [--repeat 3] [--rows 1000000] [--skip-million]
 
 Prints every figure next to its target, and verifies every output with the independent
-`pycanon` package (run in its own environment, see pycanon_check.py). Times are the engine's
+`pycanon` package (in-process, see pycanon_check.py). Times are the engine's
 (`anonymize`, data already in memory), best of `--repeat` warm runs; peak RSS is the whole
 process that builds and anonymizes the 1M table (a child process of its own).
 """
@@ -14,15 +14,15 @@ import argparse
 import csv
 import json
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from pycanon_check import check
 
 from kiban_anonymizer.domain.engine import Hierarchy, Result, anonymize
 
@@ -62,35 +62,9 @@ def timed(repeat: int, **kwargs: Any) -> tuple[Result, float]:
 
 
 def pycanon(result: Result, header: list[str], sensitive: str | None) -> dict[str, Any]:
-    uv = shutil.which("uv")
-    if uv is None:
-        return {"error": "uv not found"}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "out.csv"
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle, delimiter=";")
-            writer.writerow(header)
-            writer.writerows(zip(*(result.columns[h] for h in header), strict=True))
-        command = [
-            uv,
-            "run",
-            "--isolated",
-            "--no-project",
-            "--with",
-            "pycanon==1.3.6",
-            "python",
-            str(HERE / "pycanon_check.py"),
-            "--input",
-            str(path),
-            "--qi",
-            ",".join(QI),
-            "--delimiter",
-            ";",
-        ]
-        if sensitive:
-            command += ["--sensitive", sensitive]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    """k (and l) of the published table as the independent pycanon package measures them."""
+    frame = pd.DataFrame({h: result.columns[h] for h in header})
+    return dict(check(frame, QI, sensitive))
 
 
 def line(figure: str, measured: str, target: str, ok: bool | None = None) -> None:

@@ -236,13 +236,20 @@ def _tighten(
         return
     p = part[rows]
     npart = len(levels)
+    # a representative record per partition; all records share a node with it at a level
+    # iff none differs there (compare + count, no hashing)
+    first = np.full(npart, -1, dtype=np.int64)
+    first[p[::-1]] = rows[::-1]
+    present = first >= 0
+    rep = first[p]
     for ai, attr in enumerate(table.attributes):
         leaf = table.leaf[origin[rows], ai]
+        rep_leaf = table.leaf[origin[rep], ai]
         lowest = levels[:, ai].copy()
-        for lv in range(int(lowest.max()) - 1, -1, -1):
-            keys = pd.unique(p * attr.nodes + attr.node[lv, leaf])
-            distinct = np.bincount(keys // attr.nodes, minlength=npart)
-            lowest[(distinct == 1) & (lowest == lv + 1)] = lv
+        for lv in range(int(lowest[present].max(initial=0)) - 1, -1, -1):
+            differ = attr.node[lv, leaf] != attr.node[lv, rep_leaf]
+            uniform = np.bincount(p, weights=differ, minlength=npart) == 0
+            lowest[uniform & present & (lowest == lv + 1)] = lv
         levels[:, ai] = lowest
 
 
