@@ -10,6 +10,7 @@ from kiban_common.service import ServiceDefinition, build_app
 from kiban_common.settings import load_settings
 from kiban_optout.api import routers
 from kiban_optout.consumers import handlers
+from kiban_optout.context import build_context
 from kiban_optout.settings import OptoutSettings
 from kiban_optout.store.tables import metadata
 
@@ -21,6 +22,7 @@ DEFINITION = ServiceDefinition(
     title="Kiban optout",
     routers=routers,
     consumers=handlers,
+    context=build_context,
 )
 
 

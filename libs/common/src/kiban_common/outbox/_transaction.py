@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,20 +172,15 @@ async def transaction(
     audit: AuditLog | None = None,
 ) -> AsyncIterator[Transaction]:
     """Open a unit of work; commit on normal exit, roll back on an exception. Audit entries are
-    appended last, just before the commit, so the chain's lock is held as briefly as possible
-    (on SQLite the in-process lock is held through the commit)."""
+    appended last, just before the commit, so the chain's lock is held as briefly as possible."""
     async with sessions() as session:
         await session.begin()
         try:
             tx = Transaction(session, outbox, audit)
             yield tx
             await tx.flush()
-            async with AsyncExitStack() as held:
-                if tx._audit_entries and audit is not None:
-                    if (await session.connection()).dialect.name == "sqlite":
-                        await held.enter_async_context(audit.lock)
-                    await tx._append_audit()
-                await session.commit()
+            await tx._append_audit()
+            await session.commit()
         except BaseException:
             await session.rollback()
             raise

@@ -30,6 +30,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
+    false,
     insert,
     select,
     text,
@@ -103,27 +105,25 @@ def audit_table(metadata: MetaData, name: str = AUDIT_TABLE) -> Table:
 class AuditLog:
     """Appends entries to a service's chained audit table.
 
-    On PostgreSQL a transaction-scoped advisory lock serializes appends from every replica; on
-    SQLite (one process) an asyncio lock does, and the append runs in its own short
-    transaction. Call `append` inside an open transaction on `connection`.
+    Appends are serialized by a database lock taken before the last entry is read: on
+    PostgreSQL a transaction-scoped advisory lock (every replica), on SQLite the database's
+    write lock, taken by a write that touches no row. Either is held until the caller's
+    transaction ends, and no other lock is taken while waiting for it, so an append can never
+    deadlock with a transaction that already writes. Call `append` inside an open transaction.
     """
 
     def __init__(self, table: Table, anchors: Table, *, anchor_every: int = ANCHOR_EVERY) -> None:
         self.table = table
         self.anchors = anchors
         self.anchor_every = anchor_every
-        self._lock = asyncio.Lock()
-
-    @property
-    def lock(self) -> asyncio.Lock:
-        """Held around a SQLite transaction that appends (see `append`)."""
-        return self._lock
 
     async def append(self, connection: AsyncConnection, entries: list[dict[str, Any]]) -> None:
         if not entries:
             return
         if connection.dialect.name == "postgresql":
             await connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
+        else:
+            await connection.execute(delete(self.anchors).where(false()))
         last = (
             await connection.execute(
                 select(self.table.c.seq, self.table.c.hash)
@@ -241,7 +241,7 @@ class AuditMiddleware:
     async def write(self, record: AuditRecord) -> None:
         """Insert one row; failures are counted and logged, never raised into the request."""
         try:
-            async with self.log.lock, self.sessions() as session, session.begin():
+            async with self.sessions() as session, session.begin():
                 connection = await session.connection()
                 await self.log.append(connection, [record.as_row()])
         except Exception as exc:

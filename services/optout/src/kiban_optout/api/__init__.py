@@ -2,4 +2,6 @@
 
 from fastapi import APIRouter
 
-routers: list[APIRouter] = []
+from kiban_optout.api.optouts import router
+
+routers: list[APIRouter] = [router]

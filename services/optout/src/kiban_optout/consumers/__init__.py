@@ -1,5 +1,5 @@
 """Event handlers of the optout service, by consumer group suffix and event type."""
 
-from kiban_common.bus import Handler
+from kiban_optout.consumers.applied import handlers
 
-handlers: dict[str, dict[str, Handler]] = {}
+__all__ = ["handlers"]
