@@ -138,12 +138,42 @@ def test_kiban_migrate_applies_the_schema_and_reports_the_revision(tmp_path: Pat
     assert json.loads(result.stdout) == {"service": "review", "revision": head}
 
 
-def test_kiban_demo_starts_the_platform_and_reports_each_service(tmp_path: Path) -> None:
+def test_kiban_demo_runs_the_whole_scenario_and_every_check_holds(tmp_path: Path) -> None:
     if not _ports_free():
         pytest.skip("a port of 8101-8106 is taken on this machine")
-    result = _kiban("demo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "six services ready" in result.stdout
-    for name in PORTS:
-        assert f"{name}" in result.stdout
-    assert result.stdout.count("readyz=ready") == 6
+    state = tmp_path / "state"
+    stale = state / "demo" / "leftover-from-an-earlier-run.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("stale")
+    result = _kiban("demo", "--state", str(state), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "FAILED" not in out
+    assert "six services ready" in out
+    assert "records linked: 64 records from 2 institutions → 48 persons" in out
+    assert "opt-out applied everywhere: intake (matched 2" in out
+    assert "linkage (matched 1" in out
+    assert "anonymizer (matched 1" in out
+    assert "achieved k = " in out
+    assert "no identifiers in the files" in out
+    assert "none found" in out
+    assert "the opted-out person is not in the dataset: cohort 39 persons" in out
+    assert "trace: 50 rows of" in out
+    assert "recipient researcher:r-demo-001" in out
+    assert out.rstrip().endswith("DEMO OK")
+    # Everything lives under STATE/demo/, the downloads too.
+    downloads = state / "demo" / "downloads"
+    assert sorted(p.suffix for p in downloads.iterdir()).count(".csv") >= 2
+    assert not (tmp_path / ".kiban").exists()
+    assert not stale.exists()  # the demo wiped STATE/demo/ first: every run is the same
+    # The demo prints counts and ids, never a synthetic identity.
+    from datetime import date
+
+    from kiban_cli import demo_data
+
+    data = demo_data.generate(date.today())
+    shown = out + result.stderr
+    for person in data.persons:
+        assert f"{person.family_name}{person.given_name}" not in shown
+        assert person.insurance_number not in shown
+        assert person.birth_date.isoformat() not in shown
