@@ -64,7 +64,7 @@ async def dev(args: argparse.Namespace) -> int:
 async def demo(args: argparse.Namespace) -> int:
     from kiban_cli.demo import run_demo
 
-    return await run_demo(args.host)
+    return await run_demo(args.host, args.state)
 
 
 def token(args: argparse.Namespace) -> int:
@@ -134,3 +134,13 @@ async def audit_verify(args: argparse.Namespace) -> int:
         f"({report.entries} entries verified before it)"
     )
     return 1
+
+
+async def incident_report(args: argparse.Namespace) -> int:
+    """`kiban incident report`: see `kiban_cli.incident`."""
+    from kiban_cli import incident
+
+    try:
+        return await incident.report(args)
+    except incident.IncidentError as exc:
+        raise CommandError(str(exc)) from None

@@ -8,9 +8,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from kiban_cli import commands
+from kiban_cli import commands, incident
 from kiban_common.telemetry import configure_logging
 
 
@@ -28,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run `dev` and drive the scenario, printing each step")
     demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="state directory (default: $KIBAN_STATE_DIR or ./.kiban); the demo uses STATE/demo/",
+    )
     demo.set_defaults(run=commands.demo)
 
     token = sub.add_parser("token", help="print a bearer token from the development issuer")
@@ -50,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--database-url", help="the service's database (default: KIBAN_* settings)")
     where.add_argument("--dev", action="store_true", help="the embedded default under ./.kiban/")
     verify.set_defaults(run=commands.audit_verify)
+    incident.add_parser(sub, commands.incident_report)
     _service_commands(sub)
     return parser
 

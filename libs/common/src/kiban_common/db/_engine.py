@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from kiban_common.telemetry._logging import quiet_parameter_loggers
+
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
 
 
@@ -28,6 +30,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An engine with the settings Kiban relies on: WAL and a busy timeout on SQLite (one
     process, several tasks writing), pre-ping and a bounded pool on PostgreSQL."""
     url = async_url(url)
+    # Drivers log query parameters (personal data) below WARNING: never let them, even when a
+    # process turns the root logger to DEBUG without `configure_logging`.
+    quiet_parameter_loggers()
     kwargs: dict[str, Any] = {}
     if is_sqlite(url):
         if make_url(url).database in (None, "", ":memory:"):

@@ -1,6 +1,11 @@
 """Tracing with OpenTelemetry: providers per service and trace context through events."""
 
-from kiban_common.telemetry._logging import RedactExceptionMessages, configure_logging
+from kiban_common.telemetry._logging import (
+    PARAMETER_LOGGERS,
+    RedactExceptionMessages,
+    configure_logging,
+    quiet_parameter_loggers,
+)
 from kiban_common.telemetry._tracing import (
     Exporter,
     build_tracer_provider,
@@ -10,6 +15,7 @@ from kiban_common.telemetry._tracing import (
 )
 
 __all__ = [
+    "PARAMETER_LOGGERS",
     "Exporter",
     "RedactExceptionMessages",
     "build_tracer_provider",
@@ -17,4 +23,5 @@ __all__ = [
     "consume_span",
     "current_traceparent",
     "headers_carrier",
+    "quiet_parameter_loggers",
 ]

@@ -13,6 +13,17 @@ import traceback
 from types import TracebackType
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# Loggers of database drivers that write query parameters (rows: names, birth dates) at INFO or
+# DEBUG. They are held at WARNING whatever the root level, so turning on DEBUG to chase a bug
+# cannot put identity into the logs (tests/security/test_pii_canaries.py proves it).
+PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg")
+
+
+def quiet_parameter_loggers() -> None:
+    for name in PARAMETER_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 class RedactExceptionMessages(logging.Filter):
@@ -41,3 +52,4 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness polling, one line each
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per table on every start
+    quiet_parameter_loggers()

@@ -101,7 +101,7 @@ async def list_releases(
     principal: Reader,
     application_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> ReleasePage:
     """A recipient sees only releases made for them (another applicant's application lists as
     empty); an operator sees every release."""
