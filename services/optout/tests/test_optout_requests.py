@@ -123,6 +123,14 @@ async def test_self_needs_a_patient_token_with_the_identity_claims(optout: Optou
     await _nothing_stored(optout)
 
 
+async def test_a_token_without_an_optout_scope_is_403_whatever_the_body(optout: Optout) -> None:
+    researcher = optout.svc.auth("researcher:r2", ["review:apply"])
+    for body in ({}, {"action": "nonsense"}, {"action": "stop"}):
+        refused = await optout.post(body, researcher)
+        assert (refused.status_code, refused.json()["code"]) == (403, "insufficient_scope")
+    await _nothing_stored(optout)
+
+
 @pytest.mark.parametrize("action", ["stop", "stop_and_delete"])
 @pytest.mark.parametrize("by", ["patient", "window"])
 async def test_a_guardian_stops_for_a_minor(optout: Optout, action: str, by: str) -> None:

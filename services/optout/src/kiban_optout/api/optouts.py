@@ -59,6 +59,21 @@ async def limited_principal(
 Caller_ = Annotated[Principal, Depends(limited_principal)]
 
 
+async def submitting_principal(principal: Caller_) -> Principal:
+    """A caller that may file a request at all (`optout:self` or `optout:window`), checked
+    before the body is looked at, so a token lacking the scope is 403 whatever it sends."""
+    if not (principal.has_scope(SELF_SCOPE) or principal.has_scope(WINDOW_SCOPE)):
+        raise ApiError(
+            403,
+            "insufficient_scope",
+            f"filing a request needs scope '{SELF_SCOPE}' or '{WINDOW_SCOPE}'",
+        )
+    return principal
+
+
+Submitter = Annotated[Principal, Depends(submitting_principal)]
+
+
 def _caller(principal: Principal) -> Caller:
     return Caller(
         subject=principal.subject,
@@ -81,7 +96,7 @@ def _caller(principal: Principal) -> Caller:
         429: {"description": "rate limit of this principal reached (see Retry-After)"},
     },
 )
-async def post_optout(body: OptoutIn, runtime: Runtime, principal: Caller_) -> OptoutAccepted:
+async def post_optout(principal: Submitter, runtime: Runtime, body: OptoutIn) -> OptoutAccepted:
     ctx: OptoutContext = runtime.context
     requester = body.requester or (
         "institution_window" if principal.kind == "institution" else "self"
