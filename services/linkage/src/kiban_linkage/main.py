@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from kiban_common.bus import MemoryBroker
+from kiban_common.crypto import BlindIndex
 from kiban_common.events import Zone
 from kiban_common.service import ServiceDefinition, build_app
 from kiban_common.settings import load_settings
 from kiban_linkage.api import routers
 from kiban_linkage.consumers import handlers
+from kiban_linkage.context import Linkage, NormalizedCache
+from kiban_linkage.domain.matching import MatchModel
+from kiban_linkage.refit import refit_loop
 from kiban_linkage.settings import LinkageSettings
 from kiban_linkage.store.tables import metadata
+
+
+def build_context(runtime: Any) -> Linkage:
+    settings: LinkageSettings = runtime.settings
+    options = settings.linkage
+    crypto = runtime.crypto
+    pseudonym_index = (
+        BlindIndex.from_b64(options.pseudonym_key.get_secret_value())
+        if options.pseudonym_key is not None
+        else crypto.index
+    )
+    return Linkage(
+        options=options,
+        cipher=crypto.cipher,
+        index=crypto.index,
+        pseudonym_index=pseudonym_index,
+        model=MatchModel.default(),
+        cache=NormalizedCache(options.cache_size),
+        unseal=lambda token, context: crypto.unseal(token, context=context),
+    )
+
 
 DEFINITION = ServiceDefinition(
     name="linkage",
@@ -21,6 +48,8 @@ DEFINITION = ServiceDefinition(
     title="Kiban linkage",
     routers=routers,
     consumers=handlers,
+    context=build_context,
+    background={"model-refit": refit_loop},
 )
 
 

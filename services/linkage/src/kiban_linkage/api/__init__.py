@@ -1,5 +1,7 @@
-"""HTTP routes of the linkage service."""
+"""HTTP routes of the linkage service (internal, `admin` scope only)."""
 
 from fastapi import APIRouter
 
-routers: list[APIRouter] = []
+from kiban_linkage.api.admin import router
+
+routers: list[APIRouter] = [router]

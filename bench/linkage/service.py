@@ -1,0 +1,296 @@
+"""The linkage service's streaming rate: `record-received` events linked into an index held on
+PostgreSQL, through the service's own consumer runner (decrypt, blind-index lookup, scoring,
+vault write, `record-linked` to the outbox, one transaction per batch).
+
+    uv run python bench/linkage/service.py [--index 1000000] [--stream 20000]
+        [--database-url postgresql://...] [--warm-cache]
+
+The index is preloaded straight into the service's tables (encrypted identities, blind indexes)
+with synthetic people (surname frequencies from the engine's table, seeded); then `--stream`
+events (half new people, half the indexed people again from another institution, with
+hiragana readings and some moved) are put on the in-process bus at once and the time until the
+consumer has processed all of them is measured. The in-process bus keeps Kafka out of the
+figure (`bench/bus` measures the bus). Without `--database-url` (or
+`KIBAN_TEST_DATABASE_URL`) a throwaway PostgreSQL cluster is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+
+from kiban_common.bus import MemoryBroker
+from kiban_common.events import RECORD_RECEIVED, Event, RecordReceivedV1, encode
+from kiban_linkage.context import (
+    RECORD_RECEIVED_IDENTITY,
+    RECORD_RECEIVED_RESOURCES,
+    Linkage,
+)
+from kiban_linkage.domain.identity import identity_of
+from kiban_linkage.domain.matching import normalize
+from kiban_linkage.domain.persons import new_person_key
+from kiban_linkage.main import create_app
+from kiban_linkage.settings import LinkageSettings
+from kiban_linkage.store.tables import blocking_keys, persons, records
+from kiban_testing import PostgresCluster, embedded_settings, running_service
+
+TARGET_RATE = 5_000
+TARGET_INDEX = 1_000_000
+SURNAMES = (
+    Path(__file__).resolve().parents[2]
+    / "services/linkage/src/kiban_linkage/domain/matching/data/surnames.tsv"
+)
+_GIVEN_HEADS = [
+    ("健", "ケン"),
+    ("大", "ダイ"),
+    ("翔", "ショウ"),
+    ("美", "ミ"),
+    ("陽", "ハル"),
+    ("結", "ユイ"),
+    ("悠", "ユウ"),
+    ("蒼", "アオ"),
+    ("真", "マ"),
+    ("奈", "ナ"),
+    ("一", "イチ"),
+    ("恵", "メグ"),
+    ("和", "カズ"),
+    ("智", "トモ"),
+    ("拓", "タク"),
+    ("亜", "ア"),
+    ("直", "ナオ"),
+    ("光", "ミツ"),
+    ("秀", "ヒデ"),
+    ("千", "チ"),
+]
+_GIVEN_TAILS = [
+    ("太", "タ"),
+    ("輔", "スケ"),
+    ("斗", "ト"),
+    ("子", "コ"),
+    ("菜", "ナ"),
+    ("人", "ト"),
+    ("也", "ヤ"),
+    ("美", "ミ"),
+    ("希", "キ"),
+    ("郎", "ロウ"),
+    ("香", "カ"),
+    ("樹", "キ"),
+    ("平", "ヘイ"),
+    ("里", "リ"),
+    ("介", "スケ"),
+    ("彦", "ヒコ"),
+    ("代", "ヨ"),
+    ("実", "ミ"),
+    ("志", "シ"),
+    ("哉", "ヤ"),
+]
+GIVEN = [(h[0] + t[0], h[1] + t[1]) for h in _GIVEN_HEADS for t in _GIVEN_TAILS]
+
+
+def _surnames() -> tuple[list[tuple[str, str]], list[float]]:
+    names, weights = [], []
+    for line in SURNAMES.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or line.startswith("surname\t") or not line.strip():
+            continue
+        name, kana, count = line.split("\t")[:3]
+        names.append((name, kana))
+        weights.append(float(count))
+    # the long tail of rare surnames: synthetic ones sharing a tenth of the population
+    tail = [(f"{h[0]}{t[0]}川", f"{h[1]}{t[1]}カワ") for h in _GIVEN_HEADS for t in _GIVEN_TAILS]
+    share = sum(weights) / 9 / len(tail)
+    return names + tail, weights + [share] * len(tail)
+
+
+def people(n: int, rng: random.Random) -> list[dict[str, Any]]:
+    surnames, weights = _surnames()
+    families = rng.choices(surnames, weights=weights, k=n)
+    out = []
+    for i, family in enumerate(families):
+        given = rng.choice(GIVEN)
+        out.append(
+            {
+                "institution_patient_id": f"B{i}",
+                "family_name": family[0],
+                "given_name": given[0],
+                "family_name_kana": family[1],
+                "given_name_kana": given[1],
+                "birth_date": f"{rng.randint(1930, 2020)}-{rng.randint(1, 12):02d}-"
+                f"{rng.randint(1, 28):02d}",
+                "sex": rng.choice(("male", "female")),
+                "postal_code": f"{rng.randint(100, 999)}-{rng.randint(0, 9999):04d}",
+                "address": f"東京都{rng.randint(1, 99)}区{rng.randint(1, 9)}-{rng.randint(1, 30)}",
+                "insurance_numbers": [f"{rng.randint(10**7, 10**8 - 1)}"],
+                "deceased_on": None,
+            }
+        )
+    return out
+
+
+def _hiragana(text: str) -> str:
+    return "".join(chr(ord(c) - 0x60) if "ァ" <= c <= "ヶ" else c for c in text)
+
+
+async def preload(ctx: Linkage, runtime: Any, index: list[dict[str, Any]], warm: bool) -> None:
+    now = datetime.now(UTC)
+    batch = 5_000
+    for start in range(0, len(index), batch):
+        chunk = index[start : start + batch]
+        person_rows, record_rows, key_rows = [], [], []
+        for offset, identity in enumerate(chunk):
+            record_id = start + offset + 1
+            normalized = normalize(identity_of(identity))
+            token = ctx.seal_identity(identity)
+            if warm:
+                ctx.cache.put(token, normalized)
+            key = new_person_key()
+            person_rows.append(
+                {"person_key": key, "pseudonym": ctx.pseudonym(key), "created_at": now}
+            )
+            record_rows.append(
+                {
+                    "id": record_id,
+                    "record_key": ctx.patient_key("0000000000", identity["institution_patient_id"]),
+                    "person_key": key,
+                    "institution_code": "0000000000",
+                    "identity": token,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            key_rows.extend({"digest": d, "record_id": record_id} for d in ctx.digests(normalized))
+        async with runtime.transaction() as tx:
+            conn = await tx.session.connection()
+            await conn.execute(insert(persons), person_rows)
+            await conn.execute(insert(records), record_rows)
+            await conn.execute(insert(blocking_keys), key_rows)
+        if (start // batch) % 20 == 0:
+            print(f"  preloaded {start + len(chunk):,} / {len(index):,}", flush=True)
+    async with runtime.transaction() as tx:
+        conn = await tx.session.connection()
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('linkage_records', 'id'), {len(index)})"
+            )
+            await conn.exec_driver_sql("ANALYZE")
+
+
+def stream_events(
+    ctx: Linkage, index: list[dict[str, Any]], n: int, rng: random.Random
+) -> list[Any]:
+    fresh = people(n // 2, random.Random(rng.random()))
+    again = []
+    for i, identity in enumerate(rng.sample(index, n - len(fresh))):
+        changed = {**identity, "institution_patient_id": f"A{i}"}
+        changed["family_name_kana"] = _hiragana(identity["family_name_kana"])
+        if i % 4 == 0:
+            changed["postal_code"] = f"{rng.randint(100, 999)}-{rng.randint(0, 9999):04d}"
+            changed["address"] = None
+        again.append(changed)
+    for i, identity in enumerate(fresh):
+        identity["institution_patient_id"] = f"N{i}"
+    identities = fresh + again
+    rng.shuffle(identities)
+    messages = []
+    resources = {
+        "resources": [
+            {
+                "resourceType": "Condition",
+                "id": "c1",
+                "subject": {"reference": "Patient/x"},
+                "code": {"coding": [{"system": "icd10", "code": "I50.0"}]},
+            }
+        ]
+    }
+    for i, identity in enumerate(identities):
+        institution = "1111111111"
+        data = RecordReceivedV1(
+            submission_id=f"s{i}",
+            institution_code=institution,
+            received_at=datetime.now(UTC),
+            resource_count=1,
+            identity=ctx.cipher.encrypt_json(identity, context=RECORD_RECEIVED_IDENTITY),
+            resources=ctx.cipher.encrypt_json(resources, context=RECORD_RECEIVED_RESOURCES),
+        )
+        key = ctx.patient_key(institution, identity["institution_patient_id"])
+        messages.append(
+            encode(Event(type=RECORD_RECEIVED, source="/kiban/intake", key=key, data=data))
+        )
+    return messages
+
+
+async def committed(runtime: Any) -> int:
+    """Events whose effects have committed (the runner records them in the same transaction)."""
+    async with runtime.engine.connect() as conn:
+        result = await conn.exec_driver_sql("SELECT count(*) FROM kiban_processed_events")
+        return int(result.scalar_one())
+
+
+async def run(args: argparse.Namespace, database_url: str) -> None:
+    rng = random.Random(20261121)
+    broker = MemoryBroker()
+    with tempfile.TemporaryDirectory() as state:
+        settings = embedded_settings(LinkageSettings, Path(state), database_url=database_url)
+        async with running_service(create_app, settings, broker=broker) as svc:
+            ctx: Linkage = svc.context
+            runtime = svc.runtime
+            print(f"generating and preloading an index of {args.index:,} records ...", flush=True)
+            started = time.perf_counter()
+            index = people(args.index, rng)
+            await preload(ctx, runtime, index, args.warm_cache)
+            print(f"  preloaded in {time.perf_counter() - started:.0f} s", flush=True)
+            messages = stream_events(ctx, index, args.stream, rng)
+            started = time.perf_counter()
+            await broker.append(messages)
+            while await committed(runtime) < len(messages):  # noqa: ASYNC110 — polls the database
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            async with runtime.transaction() as tx:
+                from kiban_linkage.store import vault
+
+                stats = await vault.stats(await tx.session.connection())
+    rate = len(messages) / elapsed
+    scaled = "" if args.index >= TARGET_INDEX else f" (index scaled down from {TARGET_INDEX:,})"
+    print()
+    print(f"index: {args.index:,} records{scaled}; stream: {len(messages):,} events")
+    print(
+        f"linked after the stream: {stats['records']:,} records, {stats['persons']:,} persons, "
+        f"{stats['links']:,} links, {stats['possible_open']:,} possible pairs"
+    )
+    verdict = "not met" if rate < TARGET_RATE else "met" if not scaled else "met on a smaller index"
+    print(
+        f"streaming rate: {rate:,.0f} records/s in {elapsed:.1f} s (target >= {TARGET_RATE:,} "
+        f"records/s into a {TARGET_INDEX:,}-record index: {verdict})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index", type=int, default=TARGET_INDEX)
+    parser.add_argument("--stream", type=int, default=20_000)
+    parser.add_argument("--database-url", default=os.environ.get("KIBAN_TEST_DATABASE_URL"))
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="preload the service's cache of normalized identities too",
+    )
+    args = parser.parse_args()
+    if args.database_url:
+        asyncio.run(run(args, args.database_url))
+        return
+    with PostgresCluster() as cluster:
+        url = cluster.create_database("linkage_bench")
+        asyncio.run(run(args, url))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The background refit: EM on the vault once it has grown, persisted, and used after a restart."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiban_common.bus import MemoryBroker
+from kiban_linkage.main import create_app
+from kiban_linkage.refit import refit_once
+from kiban_linkage.settings import LinkageOptions, LinkageSettings
+from kiban_testing import embedded_settings, running_service
+
+if TYPE_CHECKING:
+    from conftest import Linked
+
+FAMILY = [
+    ("佐藤", "サトウ"),
+    ("鈴木", "スズキ"),
+    ("高橋", "タカハシ"),
+    ("田中", "タナカ"),
+    ("伊藤", "イトウ"),
+    ("渡辺", "ワタナベ"),
+    ("山本", "ヤマモト"),
+    ("中村", "ナカムラ"),
+]
+GIVEN = [
+    ("太郎", "タロウ"),
+    ("花子", "ハナコ"),
+    ("健", "ケン"),
+    ("美咲", "ミサキ"),
+    ("翔", "ショウ"),
+    ("陽菜", "ヒナ"),
+    ("大輔", "ダイスケ"),
+    ("結衣", "ユイ"),
+]
+
+
+def people(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        family, given = rng.choice(FAMILY), rng.choice(GIVEN)
+        out.append(
+            {
+                "institution_patient_id": f"E-{i}",
+                "family_name": family[0],
+                "given_name": given[0],
+                "family_name_kana": family[1],
+                "given_name_kana": given[1],
+                "birth_date": f"19{rng.randint(40, 99)}-{rng.randint(1, 12):02d}-"
+                f"{rng.randint(1, 28):02d}",
+                "sex": rng.choice(["male", "female"]),
+                "postal_code": f"{rng.randint(100, 999)}-{rng.randint(0, 9999):04d}",
+                "address": None,
+                "insurance_numbers": [f"{rng.randint(10**7, 10**8 - 1)}"],
+                "deceased_on": None,
+            }
+        )
+    return out
+
+
+async def test_refit_estimates_the_model_from_the_vault_and_a_restart_uses_it(
+    tmp_path: Path, harness: type[Linked]
+) -> None:
+    options = LinkageOptions(refit_min_records=40, refit_interval_seconds=3600)
+    settings = embedded_settings(LinkageSettings, tmp_path, linkage=options)
+    base = people(60)
+    async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
+        linked = harness(svc, broker=None)
+        for identity in base:
+            await linked.receive(identity)
+        # the same people again at a second institution, some with a new postal code
+        for i, identity in enumerate(base[:30]):
+            again = {**identity, "institution_patient_id": f"F-{i}"}
+            if i % 3 == 0:
+                again["postal_code"] = "999-0000"
+            await linked.receive(again, institution="2712345678")
+        assert await refit_once(svc.runtime)
+        fitted = linked.ctx.model
+        assert linked.ctx.model_records == 90
+        assert linked.ctx.model_id is not None
+        assert fitted.to_dict() != type(fitted).default().to_dict()
+        assert not await refit_once(svc.runtime)  # not grown since
+        model_id = linked.ctx.model_id
+    async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
+        linked = harness(svc, broker=None)
+        await linked.receive({**base[0], "institution_patient_id": "G-1"}, institution="33")
+        assert linked.ctx.model_id == model_id
+        assert linked.ctx.model.to_dict() == fitted.to_dict()
