@@ -7,12 +7,19 @@ Kafka while the clients post. Prints each figure next to its target:
 
   - sustained resources/s, bundles of 100 resources, 16 concurrent clients (≥ 5,000 on 2 cores)
   - p50 / p99 latency, bundles of 20 resources, 50 concurrent clients (p99 < 250 ms)
-  - an NDJSON bulk upload, streamed: time and the server's peak RSS (< 400 MB for 1,000,000
-    resources). The default is 200,000 resources so a run ends in about five minutes on the
-    shared 2-core machine; `--bulk-resources 1000000` is the issue's figure (about 12 minutes
-    there; memory does not grow with the size, the body is streamed).
+  - an NDJSON bulk upload of 1,000,000 resources, streamed: time and the server's peak RSS
+    (< 400 MB; memory does not grow with the size, the body is streamed)
 
-    uv run python bench/intake/run.py [--seconds 20] [--bulk-resources 200000] [--workers 1]
+and, to explain the figures, the server's CPU time per resource in each phase and how many
+cores the server and the clients kept busy (the machine is shared: a starved server shows
+as low busy cores with high latency).
+
+    uv run python bench/intake/run.py [--seconds 20] [--bulk-resources 1000000] [--workers 2]
+        [--profile PATH]   # cProfile the server (use with --workers 1)
+
+Two uvicorn workers by default (one per core); the service keeps all state in the database
+(held records are taken with SKIP LOCKED, the outbox relay locks its batch, the audit chain
+takes an advisory lock), so workers need nothing in common.
 
 Starts Kafka and PostgreSQL with the test harness (or uses KIBAN_TEST_KAFKA_BOOTSTRAP /
 KIBAN_TEST_DATABASE_URL when set). All data is synthetic (fixed seed).
@@ -124,7 +131,7 @@ def peak_rss_mb(pid: int) -> float:
 
 @contextlib.asynccontextmanager
 async def server(
-    state: Path, url: str, bootstrap: str, workers: int
+    state: Path, url: str, bootstrap: str, workers: int, profile: str | None = None
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     crypto = dev_crypto(state, Zone.CORE)
     dev_issuer(state)
@@ -145,7 +152,9 @@ async def server(
     engine = create_engine(url)
     await migrate(engine, "kiban_intake.store:migrations")
     await engine.dispose()
-    cmd = [sys.executable, "-m", "uvicorn", "kiban_intake.main:create_app", "--factory",
+    # --profile: the server under cProfile (one worker), stats written at shutdown.
+    prof = ["-m", "cProfile", "-o", profile] if profile else []
+    cmd = [sys.executable, *prof, "-m", "uvicorn", "kiban_intake.main:create_app", "--factory",
            "--port", str(port), "--workers", str(workers), "--log-level", "warning",
            "--no-access-log", "--timeout-keep-alive", "60"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env)  # noqa: ASYNC220 — started once, before timing
@@ -181,21 +190,51 @@ async def notices(client: httpx.AsyncClient, headers: dict[str, str], pids: list
         r.raise_for_status()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process and its children (uvicorn workers), in s."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+    return total
+
+
 async def load(
     base: str,
-    headers: dict[str, str],
+    tokens: list[dict[str, str]],
     clients: int,
     seconds: float,
     patients_per_bundle: int,
     per_patient: int,
     prefix: str,
 ) -> tuple[int, float, list[float], int]:
-    """`clients` concurrent posters for `seconds`: (resources, elapsed, latencies, errors)."""
+    """`clients` concurrent posters for `seconds`: (resources, elapsed, latencies, errors).
+
+    Each client is one EHR connection with its own token (the per-caller rate limit is not
+    what is measured); its request bodies are built before the clock starts (16 distinct
+    bundles per client, cycled) so the load generator spends its CPU on HTTP, not JSON."""
     pool = [f"{prefix}{i}" for i in range(clients * 64)]
+    bodies = [
+        [
+            bundle_bytes(
+                pool[c * 64 + (seq * patients_per_bundle) % 64 :][:patients_per_bundle],
+                per_patient,
+                seq,
+            )
+            for seq in range(16)
+        ]
+        for c in range(clients)
+    ]
     async with httpx.AsyncClient(
         base_url=base, timeout=120, limits=httpx.Limits(max_connections=clients)
     ) as client:
-        await notices(client, headers, pool)
+        await notices(client, tokens[0], pool)
         done = 0
         errors = 0
         latencies: list[float] = []
@@ -204,9 +243,9 @@ async def load(
         async def poster(c: int) -> None:
             nonlocal done, errors
             seq = 0
+            headers = tokens[c % len(tokens)]
             while time.perf_counter() < deadline:
-                k = c * 64 + (seq * patients_per_bundle) % 64
-                body = bundle_bytes(pool[k : k + patients_per_bundle], per_patient, seq)
+                body = bodies[c][seq % 16]
                 seq += 1
                 t0 = time.perf_counter()
                 r = await client.post("/v1/bundles", content=body, headers=headers)
@@ -259,11 +298,15 @@ async def main(args: argparse.Namespace) -> None:
         issuer = dev_issuer(state)
         admin_token = issuer.mint("operator:bench", ["admin"], None, ttl_seconds=7200)
         admin = {"Authorization": f"Bearer {admin_token}"}
-        inst = {
-            "Authorization": "Bearer "
-            + issuer.mint(f"institution:{CODE}", ["intake:submit"], None, ttl_seconds=7200)
-        }
-        async with server(state, url, bootstrap, args.workers) as (base, proc):
+        tokens = [
+            {
+                "Authorization": "Bearer "
+                + issuer.mint(f"institution:{CODE}", ["intake:submit"], None, ttl_seconds=7200)
+            }
+            for _ in range(50)
+        ]
+        inst = tokens[0]
+        async with server(state, url, bootstrap, args.workers, args.profile) as (base, proc):
             async with httpx.AsyncClient(base_url=base) as client:
                 institution = {"code": CODE, "name": "Bench", "kind": "hospital"}
                 r = await client.post("/v1/institutions", headers=admin, json=institution)
@@ -273,17 +316,25 @@ async def main(args: argparse.Namespace) -> None:
                 f"{args.seconds:.0f} s ...",
                 flush=True,
             )
-            await load(base, inst, 16, 3, 4, 25, "W")
-            done, elapsed, _, errors = await load(base, inst, 16, args.seconds, 4, 25, "T")
+            await load(base, tokens, 16, 3, 4, 25, "W")
+            cpu0, me0 = cpu_seconds(proc.pid), time.process_time()
+            done, elapsed, _, errors = await load(base, tokens, 16, args.seconds, 4, 25, "T")
+            cpu_t, me_t = cpu_seconds(proc.pid) - cpu0, time.process_time() - me0
             rate = done / elapsed
             print(
                 f"latency: bundles of 20 resources, 50 clients, {args.seconds:.0f} s ...",
                 flush=True,
             )
-            _, _, latencies, lat_errors = await load(base, inst, 50, args.seconds, 1, 20, "L")
+            cpu0, me0 = cpu_seconds(proc.pid), time.process_time()
+            lat_done, lat_s, latencies, lat_errors = await load(
+                base, tokens, 50, args.seconds, 1, 20, "L"
+            )
+            cpu_l, me_l = cpu_seconds(proc.pid) - cpu0, time.process_time() - me0
             p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
             print(f"bulk: {args.bulk_resources:,} resources as streamed NDJSON ...", flush=True)
+            cpu0 = cpu_seconds(proc.pid)
             bulk_s, outcome = await bulk(base, inst, args.bulk_resources)
+            cpu_b = cpu_seconds(proc.pid) - cpu0
             rss = peak_rss_mb(proc.pid)
         kept = outcome["resources"]["kept"]
         print()
@@ -298,6 +349,17 @@ async def main(args: argparse.Namespace) -> None:
             f"{'  (met)' if p99 < 250 else '  (NOT met)'}   "
             f"[{len(latencies)} requests, {lat_errors} failed]"
         )
+        print(f"{'latency phase: resources/s':<58} {lat_done / lat_s:>18,.0f}")
+        print(
+            f"{'server CPU µs per resource: throughput / latency / bulk':<58} "
+            f"{cpu_t / max(done, 1) * 1e6:>6.0f} / {cpu_l / max(lat_done, 1) * 1e6:.0f} / "
+            f"{cpu_b / max(kept, 1) * 1e6:.0f}"
+        )
+        print(
+            f"{'CPU busy (server, clients) in throughput / latency phase':<58} "
+            f"{cpu_t / elapsed:>6.2f}, {me_t / elapsed:.2f} / {cpu_l / lat_s:.2f}, "
+            f"{me_l / lat_s:.2f} cores"
+        )
         print(f"{'bulk NDJSON: resources kept / lines':<58} {kept:>9,} / {outcome['lines']:,}")
         print(f"{'bulk NDJSON: time (s), resources/s':<58} {bulk_s:>9.1f} / {kept / bulk_s:,.0f}")
         print(f"{'server peak RSS over the whole run (MB)':<58} {rss:>18.0f}   < 400"
@@ -307,6 +369,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--bulk-resources", type=int, default=200_000)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--bulk-resources", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--profile", metavar="PATH", help="cProfile the server (1 worker) to PATH")
     asyncio.run(main(parser.parse_args()))

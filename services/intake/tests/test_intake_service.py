@@ -58,12 +58,23 @@ async def test_only_a_registered_active_institution_matching_the_token_can_submi
     )
     assert r.status_code == 403
     assert (await client.post("/v1/bundles", json=body)).status_code == 401
+    assert (await h.post_bundle(body, **{"Idempotency-Key": "k1"})).status_code == 202
+    before = await _stored(h)
     r = await client.post(f"/v1/institutions/{CODE}/suspend", headers=h.admin)
     assert r.json()["status"] == "suspended"
     r = await h.post_bundle(body)
     assert (r.status_code, r.json()["code"]) == (403, "institution_suspended")
+    # checked with the patients in the submission's transaction: nothing of it is stored, an
+    # invalid or oversized body and an idempotent replay are refused the same way
+    other = patient_bundle("batch", jp_patient("A002"))
+    assert (await h.post_bundle(other)).status_code == 403
+    assert (await h.post_bundle({"resourceType": "Bundle"})).status_code == 403
+    assert (await h.post_bundle(body, **{"Idempotency-Key": "k1"})).status_code == 403
+    assert await _stored(h) == before
     await client.post(f"/v1/institutions/{CODE}/reinstate", headers=h.admin)
-    assert (await h.post_bundle(body)).status_code == 202
+    assert (await h.post_bundle(other)).status_code == 202
+    r = await h.post_bundle(body, **{"Idempotency-Key": "k1"})
+    assert (r.status_code, r.headers.get("Idempotent-Replayed")) == (202, "true")
 
 
 async def test_institutions_register_list_and_refuse_duplicates_and_non_admins(
@@ -483,3 +494,25 @@ async def test_stop_and_delete_deletes_the_stored_raw_data(harness: Harness) -> 
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_a_patient_resubmitted_under_a_new_name_is_matched_by_the_new_name_only(
+    harness: Harness,
+) -> None:
+    """Identity keys are rewritten only when the name or birth date changed (a repeat
+    submission leaves them as they are); a changed name replaces the old keys."""
+    h = harness
+    await h.notice("A", DAY0 - timedelta(days=40))
+    for _ in range(2):  # the repeat keeps the same keys
+        await h.post_bundle(patient_bundle("batch", jp_patient("A")))
+    assert await _count(h, q.identity_keys) == 2  # kanji + birth date, kana + birth date
+    renamed = jp_patient("A", family="佐藤", family_kana="サトウ")
+    assert (await h.post_bundle(patient_bundle("batch", renamed))).status_code == 202
+    assert await _count(h, q.identity_keys) == 2
+    old = {"family_name": "山田", "given_name": "太郎", "birth_date": "1980-01-02"}
+    await h.request_optout(old)
+    [applied] = await eventually(lambda: _async(_applied(h)), until=lambda a: len(a) == 1)
+    assert applied.matched == 0
+    await h.request_optout({**old, "family_name": "佐藤"})
+    applied = await eventually(lambda: _async(_applied(h)), until=lambda a: len(a) == 2)
+    assert applied[1].matched == 1

@@ -72,6 +72,14 @@ class Admission:
         }
 
 
+class InstitutionRefused(Exception):
+    """The submitting institution is not registered (`status` None) or not active."""
+
+    def __init__(self, status: str | None) -> None:
+        super().__init__("institution refused")
+        self.status = status
+
+
 def _date(value: object) -> date | None:
     text = normalize_date(value)
     if text is None:
@@ -135,23 +143,36 @@ class Intake:
     # -- submissions ---------------------------------------------------------------------------
 
     async def decide_patients(
-        self, conn: AsyncConnection, institution_code: str, groups: Sequence[PatientGroup]
+        self,
+        conn: AsyncConnection,
+        institution_code: str,
+        groups: Sequence[PatientGroup],
+        *,
+        require_active: bool = False,
     ) -> list[Admission]:
-        """Decide each patient and store the ones that are accepted or held."""
+        """Decide each patient and store the ones that are accepted or held. With
+        `require_active`, the institution's registration is checked in the same round trip
+        (raises `InstitutionRefused`)."""
         today, now = self.today(), self.now()
         keys = [self.patient_key(institution_code, g.patient_id) for g in groups]
         digests = [self.identity_digests(g.identity) for g in groups]
-        notices = await q.notices_for(conn, keys)
-        blocked = await q.blocked_digests(
-            conn, institution_code, keys + [d for ds in digests for d in ds]
+        facts = await q.admission_facts(
+            conn,
+            institution_code,
+            keys,
+            [d for ds in digests for d in ds],
+            institution=require_active,
         )
-        opted = await q.opted_out_keys(conn, keys)
+        if require_active and facts.institution_status != "active":
+            raise InstitutionRefused(facts.institution_status)
+        blocked = facts.blocked
         admissions: list[Admission] = []
         patient_rows: list[dict[str, Any]] = []
         key_rows: list[dict[str, Any]] = []
+        stale: list[str] = []
         for group, key, ds in zip(groups, keys, digests, strict=True):
-            out = key in opted or key in blocked or any(d in blocked for d in ds)
-            decision = self._decide(notices.get(key, ()), group.identity, out, today)
+            out = key in facts.opted_out or key in blocked or any(d in blocked for d in ds)
+            decision = self._decide(facts.notices.get(key, ()), group.identity, out, today)
             admissions.append(Admission(group, key, decision))
             if decision.status == "rejected":
                 continue  # nothing of a rejected patient is kept
@@ -167,11 +188,17 @@ class Intake:
                     "updated_at": now,
                 }
             )
+            wanted = set(ds)
+            stored = facts.identity_keys.get(key)
+            if stored == wanted:
+                continue  # a patient seen before under the same name and birth date
+            if stored:
+                stale.append(key)
             key_rows.extend(
                 {"patient_key": key, "digest": d, "institution_code": institution_code}
                 for d in dict.fromkeys(ds)
             )
-        await q.upsert_patients(conn, patient_rows, key_rows)
+        await q.upsert_patients(conn, patient_rows, key_rows, stale)
         return admissions
 
     async def write_records(

@@ -24,24 +24,38 @@ def intake_of(runtime: ServiceRuntime) -> Intake:
     return intake
 
 
-async def submitting_institution(
-    runtime: Runtime,
+def refuse_unless_active(status: str | None) -> None:
+    """RULES.md 5: only a registered institution that is not suspended submits."""
+    if status is None:
+        raise ApiError(403, "unknown_institution", "the institution is not registered")
+    if status != "active":
+        raise ApiError(403, "institution_suspended", "the institution is suspended")
+
+
+async def institution_claimed(
     principal: Annotated[Principal, Depends(require_scope("intake:submit"))],
 ) -> str:
-    """The code of the caller's institution: the token subject must be `institution:<code>`
-    of a registered institution that is not suspended (RULES.md 5)."""
+    """The institution code of the token subject (`institution:<code>`), not yet checked
+    against the registry: the route must do that (`POST /v1/bundles` does it in its own
+    transaction, saving a connection and three round trips per bundle)."""
     if principal.kind is not PrincipalKind.INSTITUTION:
         raise ApiError(403, "not_an_institution", "only institutions submit records")
-    async with runtime.engine.connect() as conn:
-        institution = await q.get_institution(conn, principal.id)
-    if institution is None:
-        raise ApiError(403, "unknown_institution", "the institution is not registered")
-    if institution["status"] != "active":
-        raise ApiError(403, "institution_suspended", "the institution is suspended")
     return principal.id
 
 
+async def submitting_institution(
+    runtime: Runtime, code: Annotated[str, Depends(institution_claimed)]
+) -> str:
+    """The code of the caller's institution: the token subject must be `institution:<code>`
+    of a registered institution that is not suspended (RULES.md 5)."""
+    async with runtime.engine.connect() as conn:
+        institution = await q.get_institution(conn, code)
+    refuse_unless_active(None if institution is None else institution["status"])
+    return code
+
+
 Institution = Annotated[str, Depends(submitting_institution)]
+ClaimedInstitution = Annotated[str, Depends(institution_claimed)]
 
 
 def fhir_error(status: int, issues: Iterable[Issue]) -> JSONResponse:

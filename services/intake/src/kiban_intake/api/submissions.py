@@ -18,10 +18,17 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import ClientDisconnect
 
 from kiban_common.security import ApiError, Principal, PrincipalKind, bearer_principal
-from kiban_intake.api.deps import Institution, Runtime, fhir_error, intake_of
+from kiban_intake.api.deps import (
+    ClaimedInstitution,
+    Institution,
+    Runtime,
+    fhir_error,
+    intake_of,
+    refuse_unless_active,
+)
 from kiban_intake.bulk import BodyTooLarge, BulkIngest, lines
 from kiban_intake.domain.fhir import FhirInvalid, Issue, parse_bundle, parse_json
-from kiban_intake.intake import Admission, Intake
+from kiban_intake.intake import Admission, InstitutionRefused, Intake
 from kiban_intake.store import queries as q
 
 router = APIRouter(tags=["submissions"])
@@ -44,8 +51,14 @@ def _declared_too_large(request: Request, limit: int) -> bool:
     return declared.isdigit() and int(declared) > limit
 
 
-async def _replay(intake: Intake, institution: str, key: str, request_hash: str) -> Response | None:
+async def _replay(
+    intake: Intake, institution: str, key: str, request_hash: str, *, check: bool = False
+) -> Response | None:
     async with intake.runtime.engine.connect() as conn:
+        if check:  # a suspended institution gets no replay either
+            found = await q.get_institution(conn, institution)
+            if found is None or found["status"] != "active":
+                return None  # the submission path answers 403
         row = await q.submission_by_key(conn, institution, key)
     if row is None:
         return None
@@ -57,6 +70,12 @@ async def _replay(intake: Intake, institution: str, key: str, request_hash: str)
     return JSONResponse(
         intake.read_outcome(row), status_code=202, headers={"Idempotent-Replayed": "true"}
     )
+
+
+async def _check_institution(intake: Intake, institution: str) -> None:
+    async with intake.runtime.engine.connect() as conn:
+        found = await q.get_institution(conn, institution)
+    refuse_unless_active(None if found is None else found["status"])
 
 
 def _summary(submission_id: str, admissions: list[Admission], ignored: int) -> dict[str, Any]:
@@ -78,32 +97,39 @@ def _summary(submission_id: str, admissions: list[Admission], ignored: int) -> d
 async def post_bundle(
     request: Request,
     runtime: Runtime,
-    institution: Institution,
+    institution: ClaimedInstitution,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """A FHIR R4 Bundle (`transaction`, `batch` or `collection`) of JP Core Patients and the
-    clinical resources that reference them."""
+    clinical resources that reference them. The institution's registration (RULES.md 5) is
+    checked in the submission's own transaction, with the patients' notices and blocks."""
     intake = intake_of(runtime)
     limit = intake.settings.bundle_max_bytes
     if _declared_too_large(request, limit):
+        await _check_institution(intake, institution)
         return _too_large(limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
+            await _check_institution(intake, institution)
             return _too_large(limit)
     request_hash = hashlib.sha256(body).hexdigest()
     if idempotency_key is not None:
-        replay = await _replay(intake, institution, idempotency_key, request_hash)
+        replay = await _replay(intake, institution, idempotency_key, request_hash, check=True)
         if replay is not None:
             return replay
+    verified = False  # the institution's registration, checked with the patients below
     try:
         parsed = parse_bundle(parse_json(bytes(body)), institution)
         del body
         submission_id = str(uuid.uuid4())
         async with runtime.transaction() as tx:
             conn = await tx.session.connection()
-            admissions = await intake.decide_patients(conn, institution, parsed.groups)
+            admissions = await intake.decide_patients(
+                conn, institution, parsed.groups, require_active=True
+            )
+            verified = True
             if parsed.type == "transaction":
                 failed = [a for a in admissions if a.decision.status == "rejected"]
                 if failed:
@@ -141,7 +167,12 @@ async def post_bundle(
                 route="/v1/bundles",
             )
     except FhirInvalid as exc:
+        if not verified:  # an unregistered or suspended institution hears 403, not 422
+            await _check_institution(intake, institution)
         return fhir_error(422, exc.issues)
+    except InstitutionRefused as exc:
+        refuse_unless_active(exc.status)  # raises the 403
+        raise
     except IntegrityError:
         # The same Idempotency-Key committed by a concurrent request: answer as a retry.
         if idempotency_key is not None:

@@ -23,6 +23,8 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from kiban_intake.domain.fastcheck import certainly_valid
+
 PATIENT = "Patient"
 # Clinical resources intake keeps and the element that points at their patient.
 CLINICAL: Mapping[str, str] = {
@@ -115,15 +117,21 @@ def is_fhir_type(resource_type: object) -> bool:
 
 
 def validate_resource(resource: Mapping[str, Any], path: str) -> list[Issue]:
-    """Validate against the R4B model of its `resourceType`; issues name the element."""
+    """Validate against the R4B model of its `resourceType`; issues name the element.
+    Resources the fast path proves valid skip the (slow) model construction."""
     resource_type = resource.get("resourceType")
     model = _model(resource_type) if isinstance(resource_type, str) else None
     if model is None:
         return [Issue(f"{path}.resourceType", "structure", "unknown or missing resourceType")]
+    if certainly_valid(resource, model):
+        return []  # the fast path (domain/fastcheck.py); the models judge everything else
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         return [_issue(path, error) for error in exc.errors()[:MAX_ISSUES]]
+    except (AttributeError, TypeError, ValueError, KeyError):
+        # fhir_core's own validators fail this way on some malformed primitive extensions
+        return [Issue(path, "structure", "the resource has a malformed element")]
     return []
 
 

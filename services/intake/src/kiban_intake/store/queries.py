@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    Date,
+    String,
+    Table,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -136,10 +153,97 @@ async def opted_out_keys(conn: AsyncConnection, keys: Sequence[str]) -> set[str]
     return found
 
 
+@dataclass(slots=True)
+class AdmissionFacts:
+    """What deciding a batch of patients needs, read in one round trip."""
+
+    institution_status: str | None = None  # None: not registered (or not asked)
+    notices: dict[str, list[Notice]] = field(default_factory=lambda: defaultdict(list))
+    blocked: set[str] = field(default_factory=set)  # blocked digests / patient keys
+    opted_out: set[str] = field(default_factory=set)
+    identity_keys: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+async def admission_facts(
+    conn: AsyncConnection,
+    institution_code: str,
+    keys: Sequence[str],
+    digests: Sequence[str],
+    *,
+    institution: bool = False,
+) -> AdmissionFacts:
+    """Notices, opt-out blocks, opted-out flags and stored identity keys of these patients
+    (and, with `institution`, the institution's status) as one `UNION ALL` statement."""
+    no_str, no_date, no_bool = cast(null(), String), cast(null(), Date), cast(null(), Boolean)
+    parts: list[Any] = []
+
+    def tag(kind: str) -> Any:
+        return literal_column(f"'{kind}'", String).label("kind")
+
+    unique_keys = list(dict.fromkeys(keys))
+    for chunk in _chunks(unique_keys):
+        parts.append(
+            select(
+                tag("n"),
+                notices.c.patient_key.label("a"),
+                no_str.label("b"),
+                notices.c.notified_on.label("day"),
+                notices.c.guardian_notified.label("flag"),
+            ).where(notices.c.patient_key.in_(chunk))
+        )
+        parts.append(
+            select(tag("o"), patients.c.patient_key, no_str, no_date, no_bool).where(
+                patients.c.patient_key.in_(chunk), patients.c.opted_out.is_(True)
+            )
+        )
+        parts.append(
+            select(
+                tag("k"), identity_keys.c.patient_key, identity_keys.c.digest, no_date, no_bool
+            ).where(identity_keys.c.patient_key.in_(chunk))
+        )
+    for chunk in _chunks(list(dict.fromkeys([*unique_keys, *digests]))):
+        parts.append(
+            select(tag("b"), blocks.c.digest, no_str, no_date, no_bool).where(
+                blocks.c.digest.in_(chunk),
+                or_(
+                    blocks.c.institution_code.is_(None),
+                    blocks.c.institution_code == institution_code,
+                ),
+            )
+        )
+    if institution:
+        parts.append(
+            select(tag("i"), institutions.c.status, no_str, no_date, no_bool).where(
+                institutions.c.code == institution_code
+            )
+        )
+    facts = AdmissionFacts()
+    if not parts:
+        return facts
+    rows = await conn.execute(union_all(*parts) if len(parts) > 1 else parts[0])
+    for kind, a, b, day, flag in rows:
+        if kind == "n":
+            facts.notices[a].append(Notice(day, bool(flag)))
+        elif kind == "o":
+            facts.opted_out.add(a)
+        elif kind == "k":
+            facts.identity_keys[a].add(b)
+        elif kind == "b":
+            facts.blocked.add(a)
+        else:
+            facts.institution_status = a
+    return facts
+
+
 async def upsert_patients(
-    conn: AsyncConnection, rows: list[dict[str, Any]], keys: list[dict[str, Any]]
+    conn: AsyncConnection,
+    rows: list[dict[str, Any]],
+    keys: list[dict[str, Any]],
+    stale: Sequence[str] | None = None,
 ) -> None:
-    """Insert or refresh patients (identity, watch flag) and replace their identity keys."""
+    """Insert or refresh patients (identity, watch flag) and store their identity keys.
+    `stale`: patients whose stored identity keys are removed first (all of `rows` when None);
+    `keys` are inserted, a key already stored is kept."""
     if not rows:
         return
     stmt = _upsert(conn, patients)
@@ -152,10 +256,13 @@ async def upsert_patients(
         },
     )
     await conn.execute(stmt, rows)
-    for chunk in _chunks([r["patient_key"] for r in rows]):
+    for chunk in _chunks([r["patient_key"] for r in rows] if stale is None else list(stale)):
         await conn.execute(delete(identity_keys).where(identity_keys.c.patient_key.in_(chunk)))
     if keys:
-        await conn.execute(insert(identity_keys), keys)
+        ins = _upsert(conn, identity_keys).on_conflict_do_nothing(
+            index_elements=["patient_key", "digest"]
+        )
+        await conn.execute(ins, keys)
 
 
 async def get_patients(conn: AsyncConnection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
