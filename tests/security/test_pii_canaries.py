@@ -91,14 +91,27 @@ class _Capture(logging.Handler):
 def logs() -> Iterator[_Capture]:
     capture = _Capture()
     root = logging.getLogger()
-    level = root.level
-    root.addHandler(capture)
+    level, handlers = root.level, root.handlers[:]
+    # Earlier tests in the same process may have left logging reconfigured (a root handler on a
+    # closed capture stream, loggers disabled by a library's dictConfig): start from a clean
+    # state so every record reaches the capture.
+    logging.disable(logging.NOTSET)
+    disabled = [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and logger.disabled
+    ]
+    for logger in disabled:
+        logger.disabled = False
+    root.handlers[:] = [capture]
     root.setLevel(logging.DEBUG)
     try:
         yield capture
     finally:
-        root.removeHandler(capture)
+        root.handlers[:] = handlers
         root.setLevel(level)
+        for logger in disabled:
+            logger.disabled = True
 
 
 @pytest.fixture
