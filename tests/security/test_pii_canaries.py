@@ -103,6 +103,16 @@ def logs() -> Iterator[_Capture]:
     ]
     for logger in disabled:
         logger.disabled = False
+    # Levels other tests set (e.g. `configure_logging` quietens alembic and httpx) are reset so
+    # the capture sees every record; the product re-quietens its parameter loggers itself
+    # whenever it creates an engine, which is part of what this test checks.
+    leveled = {
+        logger: logger.level
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET
+    }
+    for logger in leveled:
+        logger.setLevel(logging.NOTSET)
     root.handlers[:] = [capture]
     root.setLevel(logging.DEBUG)
     try:
@@ -112,6 +122,8 @@ def logs() -> Iterator[_Capture]:
         root.setLevel(level)
         for logger in disabled:
             logger.disabled = True
+        for logger, previous in leveled.items():
+            logger.setLevel(previous)
 
 
 @pytest.fixture
