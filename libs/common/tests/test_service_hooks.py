@@ -100,3 +100,32 @@ async def test_information_zone_seals_what_only_the_core_zone_can_open(tmp_path:
 
 async def _value(value: Any) -> Any:
     return value
+
+
+async def test_before_commit_steps_run_once_at_the_end_and_may_still_emit(tmp_path: Path) -> None:
+    seen: list[str] = []
+    definition = _definition(Zone.CORE, seen, [])
+
+    def create_app(settings: KibanSettings, *, broker: MemoryBroker | None = None) -> FastAPI:
+        return build_app(definition, settings, broker=broker)
+
+    settings = embedded_settings(CoreSettings, tmp_path)
+    async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
+        order: list[str] = []
+        async with svc.runtime.transaction() as tx:
+
+            async def at_end() -> None:
+                order.append("before_commit")
+                data = AlertRaisedV1(
+                    service="hooks",
+                    principal="p",
+                    rule="late",
+                    action="blocked",
+                    at=datetime.now(UTC),
+                )
+                await tx.emit(Event(type=ALERT, source="/kiban/hooks", key="p", data=data))
+
+            tx.before_commit(at_end)
+            order.append("body")
+        assert order == ["body", "before_commit"]
+        await eventually(lambda: _value(seen), until=lambda s: s == ["ctx-hooks:late"])

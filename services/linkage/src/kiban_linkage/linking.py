@@ -399,39 +399,31 @@ async def apply_block(
 class PendingRecords:
     """The records of the runner's current batch, linked together just before it commits.
 
-    The runner calls handlers one event at a time inside one transaction and offers no
-    end-of-batch hook, so the first record of a transaction wraps that transaction's `flush`
-    (which the outbox calls right before the commit) to link the whole batch there. A handler
-    of another event type calls `flush` first, so everything stays in arrival order. If the
-    batch fails, the runner rolls it back and retries event by event, each in its own
-    transaction, which isolates a poison event as usual.
+    The runner calls handlers one event at a time inside one transaction; the first record of
+    a transaction registers `flush` as the transaction's before-commit step to link the whole
+    batch there. A handler of another event type calls `flush` first, so everything stays in
+    arrival order. If the batch fails, the runner rolls it back and retries event by event,
+    each in its own transaction, which isolates a poison event as usual.
     """
 
-    _ATTRIBUTE = "_kiban_linkage_pending"
+    _STATE = "kiban_linkage.pending"
 
     def __init__(self, ctx: Linkage, tx: Transaction) -> None:
         self.ctx = ctx
         self.tx = tx
         self.events: list[Event[RecordReceivedV1]] = []
-        original = tx.flush
-
-        async def flush() -> None:
-            await self.flush()
-            await original()
-
-        tx.flush = flush  # type: ignore[method-assign]
+        tx.before_commit(self.flush)
 
     @classmethod
     def of(cls, ctx: Linkage, tx: Transaction) -> PendingRecords:
-        pending: PendingRecords | None = getattr(tx, cls._ATTRIBUTE, None)
+        pending: PendingRecords | None = tx.state.get(cls._STATE)
         if pending is None:
-            pending = cls(ctx, tx)
-            setattr(tx, cls._ATTRIBUTE, pending)
+            pending = tx.state[cls._STATE] = cls(ctx, tx)
         return pending
 
     @classmethod
     async def flush_of(cls, tx: Transaction) -> None:
-        pending: PendingRecords | None = getattr(tx, cls._ATTRIBUTE, None)
+        pending: PendingRecords | None = tx.state.get(cls._STATE)
         if pending is not None:
             await pending.flush()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +35,19 @@ class Transaction:
         self._audit = audit
         self._pending: list[dict[str, Any]] = []
         self._audit_entries: list[dict[str, Any]] = []
+        self._before_commit: list[Callable[[], Awaitable[None]]] = []
         self._emitted = 0
+        # Objects a handler keeps for the rest of this unit of work (e.g. a batch it collects).
+        self.state: dict[str, Any] = {}
+
+    def before_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` once, just before the commit (after the last handler of a consumer
+        batch), so a handler can do the batch's work together; it may still write and emit."""
+        self._before_commit.append(callback)
+
+    async def _run_before_commit(self) -> None:
+        while self._before_commit:
+            await self._before_commit.pop(0)()
 
     def audit(
         self,
@@ -178,6 +190,7 @@ async def transaction(
         try:
             tx = Transaction(session, outbox, audit)
             yield tx
+            await tx._run_before_commit()
             await tx.flush()
             await tx._append_audit()
             await session.commit()
