@@ -14,8 +14,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kiban_common.crypto import BlindIndex, FieldCipher
-from kiban_linkage.domain.identity import identity_of
-from kiban_linkage.domain.matching import MatchModel, Normalized, blocking_keys, normalize
+from kiban_linkage.domain.matching import (
+    MatchModel,
+    Normalized,
+    blocking_keys,
+    identity_from_mapping,
+    normalize,
+)
 from kiban_linkage.settings import LinkageOptions
 from kiban_linkage.store import vault
 
@@ -127,7 +132,7 @@ class Linkage:
         cached = self.cache.get(token)
         if cached is not None:
             return cached
-        value = normalize(identity_of(self.cipher.decrypt_json(token, context=context)))
+        value = normalize(identity_from_mapping(self.cipher.decrypt_json(token, context=context)))
         self.cache.put(token, value)
         return value
 

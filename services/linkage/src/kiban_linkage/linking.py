@@ -46,8 +46,7 @@ from kiban_linkage.context import (
     Linkage,
 )
 from kiban_linkage.domain.demographics import demographics
-from kiban_linkage.domain.identity import identity_of
-from kiban_linkage.domain.matching import Normalized, normalize
+from kiban_linkage.domain.matching import Normalized, identity_from_mapping, normalize
 from kiban_linkage.domain.persons import Scored, decide_link, new_person_key, survivor
 from kiban_linkage.domain.stripping import strip_resources
 from kiban_linkage.store import vault
@@ -139,7 +138,7 @@ def _open(ctx: Linkage, event: Event[RecordReceivedV1]) -> _Opened:
     identity = ctx.cipher.decrypt_json(data.identity, context=RECORD_RECEIVED_IDENTITY)
     content = ctx.cipher.decrypt_json(data.resources, context=RECORD_RECEIVED_RESOURCES)
     resources = [r for r in content.get("resources", []) if isinstance(r, dict)]
-    normalized = normalize(identity_of(identity))
+    normalized = normalize(identity_from_mapping(identity))
     return event, identity, resources, normalized, ctx.digests(normalized)
 
 

@@ -24,8 +24,7 @@ from kiban_common.events import (
 )
 from kiban_common.outbox import Transaction
 from kiban_linkage.context import BLOCK_SUBJECT, OPTOUT_SUBJECT, REVIEW_SUBJECT, Linkage
-from kiban_linkage.domain.identity import identity_of
-from kiban_linkage.domain.matching import normalize
+from kiban_linkage.domain.matching import identity_from_mapping, normalize
 from kiban_linkage.domain.persons import Scored, decide_optout
 from kiban_linkage.linking import SOURCE, apply_block
 from kiban_linkage.store import vault
@@ -55,7 +54,7 @@ async def handle_optout(ctx: Linkage, tx: Transaction, event: Event[OptoutReques
     if not isinstance(subject, dict):
         raise SubjectError("subject: not a JSON object")
     institution = data.institution_code if data.scope == "institution" else None
-    normalized = normalize(identity_of(subject))
+    normalized = normalize(identity_from_mapping(subject))
     digests = ctx.digests(normalized)
     found = await vault.record_candidates(
         conn, digests, institution_code=institution, limit=ctx.options.max_candidates
@@ -162,4 +161,4 @@ async def _acknowledge(
 
 
 def subject_digests(ctx: Linkage, subject: dict[str, Any]) -> list[str]:
-    return ctx.digests(normalize(identity_of(subject)))
+    return ctx.digests(normalize(identity_from_mapping(subject)))

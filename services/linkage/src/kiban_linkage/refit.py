@@ -10,8 +10,7 @@ from typing import Any
 
 from kiban_common.crypto import FieldCipher
 from kiban_linkage.context import VAULT_IDENTITY, Linkage, model_from_json, model_to_json
-from kiban_linkage.domain.identity import identity_of
-from kiban_linkage.domain.matching import MatchModel, normalize
+from kiban_linkage.domain.matching import MatchModel, identity_from_mapping, normalize
 from kiban_linkage.store import vault
 
 log = logging.getLogger("kiban.linkage.refit")
@@ -20,7 +19,8 @@ log = logging.getLogger("kiban.linkage.refit")
 def _fit(cipher: FieldCipher, tokens: list[str]) -> MatchModel:
     """CPU-bound (decrypt, normalize, EM): runs in a worker thread."""
     records = [
-        normalize(identity_of(cipher.decrypt_json(t, context=VAULT_IDENTITY))) for t in tokens
+        normalize(identity_from_mapping(cipher.decrypt_json(t, context=VAULT_IDENTITY)))
+        for t in tokens
     ]
     return MatchModel.fit(records, seed=0)
 

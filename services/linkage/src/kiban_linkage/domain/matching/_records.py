@@ -35,6 +35,8 @@ def identity_from_mapping(data: Mapping[str, Any]) -> Identity:
     value (or several separated by `|` or `;`). Unknown keys are ignored."""
     numbers: list[str] = []
     listed = data.get("insurance_numbers")
+    if isinstance(listed, str):
+        listed = [listed]
     if isinstance(listed, list | tuple):
         numbers.extend(t for t in (_text(v) for v in listed) if t)
     single = _text(data.get("insurance_number"))
