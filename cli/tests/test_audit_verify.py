@@ -93,3 +93,29 @@ def test_the_audit_log_refuses_updates_through_the_database(tmp_path: Path) -> N
     database = asyncio.run(_service_with_history(tmp_path, calls=1))
     with sqlite3.connect(database) as connection, pytest.raises(sqlite3.DatabaseError):
         connection.execute("UPDATE kiban_audit_log SET status = 1")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense", "not a database URL"),
+        ("sqlite:////nonexistent/dir/intake.db", "no intake database"),
+    ],
+)
+def test_a_bad_database_url_is_a_clear_error_and_creates_nothing(
+    url: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["audit", "verify", "intake", "--database-url", url])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not Path("/nonexistent/dir").exists()
+
+
+def test_an_unmigrated_database_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "empty.db"
+    sqlite3.connect(database).close()
+    code = main(["audit", "verify", "intake", "--database-url", f"sqlite:///{database}"])
+    assert code == 2
+    assert "kiban migrate intake" in capsys.readouterr().err

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from kiban_cli import dev as devmode
 from kiban_cli.services import SERVICES
@@ -112,16 +115,36 @@ def _database_url(args: argparse.Namespace) -> str:
         raise CommandError(str(exc)) from None
 
 
+def _is_file(path: str | None) -> bool:
+    """Checked before connecting: SQLite would otherwise create an empty database file."""
+    return bool(path) and Path(str(path)).is_file()
+
+
 async def audit_verify(args: argparse.Namespace) -> int:
     """Walk a service's audit chain; exit 1 naming the first bad entry."""
     service = SERVICES[args.service]
     metadata = service.definition.metadata
-    engine = create_engine(_database_url(args))
+    url = _database_url(args)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise CommandError("--database-url is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite" and not _is_file(parsed.database):
+        raise CommandError(f"no {service.name} database at that SQLite path")
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ValueError) as exc:
+        raise CommandError(f"cannot use that database URL ({type(exc).__name__})") from None
     try:
         async with engine.connect() as connection:
             report = await verify_audit_log(
                 connection, metadata.tables[AUDIT_TABLE], metadata.tables[AUDIT_ANCHORS_TABLE]
             )
+    except (DBAPIError, OSError) as exc:
+        raise CommandError(
+            f"cannot read the {service.name} audit log ({type(exc).__name__}); "
+            f"is the database migrated (`kiban migrate {service.name}`)?"
+        ) from None
     finally:
         await engine.dispose()
     if report.ok:
