@@ -220,7 +220,11 @@ async def admission_facts(
     facts = AdmissionFacts()
     if not parts:
         return facts
-    rows = await conn.execute(union_all(*parts) if len(parts) > 1 else parts[0])
+    # Typed as Any: mypy 2.4 crashes expanding union_all's generic over a list of selects
+    # (seen on a cold cache only).
+    combine: Any = union_all
+    statement: Any = combine(*parts) if len(parts) > 1 else parts[0]
+    rows = await conn.execute(statement)
     for kind, a, b, day, flag in rows:
         if kind == "n":
             facts.notices[a].append(Notice(day, bool(flag)))
