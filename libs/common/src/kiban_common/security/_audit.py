@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from starlette.datastructures import Headers, MutableHeaders
 
-from kiban_common.security._chain import GENESIS, ChainReport, canonical, link, verify
+from kiban_common.security._chain import GENESIS, ChainReport, ChainVerifier, canonical, link
 from kiban_common.security._routes import route_or_path
 
 if TYPE_CHECKING:
@@ -285,24 +285,23 @@ def _trace_id(traceparent: str | None) -> str | None:
 async def verify_audit_log(
     connection: AsyncConnection, table: Table, anchors: Table, *, batch: int = 5000
 ) -> ChainReport:
-    """Read a service's audit log in `seq` order (in batches) and check its chain and anchors."""
+    """Read a service's audit log in `seq` order, a page at a time, checking its chain and
+    anchors as it goes (memory stays bounded by the page, not the log)."""
     anchored = {
         int(row.seq): str(row.hash)
         for row in await connection.execute(select(anchors.c.seq, anchors.c.hash))
     }
-
-    async def entries() -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        last = 0
-        while True:
-            page = (
-                await connection.execute(
-                    select(table).where(table.c.seq > last).order_by(table.c.seq).limit(batch)
-                )
-            ).all()
-            if not page:
-                return rows
-            rows.extend(dict(row._mapping) for row in page)
-            last = int(page[-1].seq)
-
-    return verify(await entries(), anchored)
+    verifier = ChainVerifier(anchored)
+    last = 0
+    while True:
+        page = (
+            await connection.execute(
+                select(table).where(table.c.seq > last).order_by(table.c.seq).limit(batch)
+            )
+        ).all()
+        if not page:
+            return verifier.finish()
+        for row in page:
+            if (bad := verifier.feed(dict(row._mapping))) is not None:
+                return bad
+        last = int(page[-1].seq)

@@ -66,30 +66,49 @@ class ChainReport:
         return self.first_bad_seq is None and self.reason is None
 
 
+class ChainVerifier:
+    """Checks entries fed in `seq` order, a page at a time, so a long log is never held in
+    memory whole. `feed` returns the report of the first broken entry; `finish` the final one."""
+
+    def __init__(self, anchors: Mapping[int, str] | None = None) -> None:
+        self.anchors = dict(anchors or {})
+        self.prev, self.expected_seq, self.count = GENESIS, 1, 0
+
+    def feed(self, entry: Mapping[str, Any]) -> ChainReport | None:
+        seq = int(entry["seq"])
+        if seq != self.expected_seq:
+            missing = "missing or reordered" if seq > self.expected_seq else "reordered"
+            return self._bad(self.expected_seq, f"entry {self.expected_seq} {missing}")
+        if entry["prev_hash"] != self.prev:
+            return self._bad(seq, "does not point at the entry before it")
+        recomputed = link(self.prev, seq, canonical(entry))
+        if entry["hash"] != recomputed:
+            return self._bad(seq, "content does not match its hash (altered)")
+        anchored = self.anchors.get(seq)
+        if anchored is not None and anchored != recomputed:
+            return self._bad(seq, "differs from its anchor")
+        self.prev, self.expected_seq, self.count = recomputed, seq + 1, self.count + 1
+        return None
+
+    def finish(self) -> ChainReport:
+        beyond = [s for s in self.anchors if s >= self.expected_seq]
+        if beyond:
+            return self._bad(self.expected_seq, f"log ends before anchored entry {min(beyond)}")
+        return ChainReport(self.count, self.prev)
+
+    def _bad(self, seq: int, reason: str) -> ChainReport:
+        return ChainReport(self.count, self.prev, seq, reason)
+
+
 def verify(
     entries: Iterable[Mapping[str, Any]], anchors: Mapping[int, str] | None = None
 ) -> ChainReport:
     """Walk the entries in `seq` order; report the first one that breaks the chain."""
-    prev, expected_seq, count = GENESIS, 1, 0
+    verifier = ChainVerifier(anchors)
     for entry in entries:
-        seq = int(entry["seq"])
-        if seq != expected_seq:
-            missing = "missing or reordered" if seq > expected_seq else "reordered"
-            return ChainReport(count, prev, expected_seq, f"entry {expected_seq} {missing}")
-        if entry["prev_hash"] != prev:
-            return ChainReport(count, prev, seq, "does not point at the entry before it")
-        recomputed = link(prev, seq, canonical(entry))
-        if entry["hash"] != recomputed:
-            return ChainReport(count, prev, seq, "content does not match its hash (altered)")
-        anchored = (anchors or {}).get(seq)
-        if anchored is not None and anchored != recomputed:
-            return ChainReport(count, prev, seq, "differs from its anchor")
-        prev, expected_seq, count = recomputed, seq + 1, count + 1
-    beyond = [s for s in (anchors or {}) if s >= expected_seq]
-    if beyond:
-        first = min(beyond)
-        return ChainReport(count, prev, expected_seq, f"log ends before anchored entry {first}")
-    return ChainReport(count, prev)
+        if (bad := verifier.feed(entry)) is not None:
+            return bad
+    return verifier.finish()
 
 
 def _utc(value: datetime) -> datetime:
