@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kiban_cli import commands, incident
+from kiban_cli import commands, incident, keys
 from kiban_common.telemetry import configure_logging
 
 
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--dev", action="store_true", help="the embedded default under ./.kiban/")
     verify.set_defaults(run=commands.audit_verify)
     incident.add_parser(sub, commands.incident_report)
+    keys.add_parser(sub)
     _service_commands(sub)
     return parser
 

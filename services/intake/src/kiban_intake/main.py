@@ -12,6 +12,7 @@ from kiban_intake.api import routers
 from kiban_intake.consumers import handlers
 from kiban_intake.intake import Intake, scheduler
 from kiban_intake.settings import IntakeSettings
+from kiban_intake.store.encrypted import ENCRYPTED_COLUMNS
 from kiban_intake.store.tables import metadata
 
 DEFINITION = ServiceDefinition(
@@ -27,6 +28,7 @@ DEFINITION = ServiceDefinition(
     # Both endpoints enforce their own size settings (bundle_max_bytes, bulk_max_bytes) while
     # streaming, so the common body limit steps aside for them.
     body_limits={"/v1/bundles": None, "/v1/bulk": None},
+    encrypted_columns=ENCRYPTED_COLUMNS,
 )
 
 

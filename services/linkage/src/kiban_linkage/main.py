@@ -17,6 +17,7 @@ from kiban_linkage.context import Linkage, NormalizedCache
 from kiban_linkage.domain.matching import MatchModel
 from kiban_linkage.refit import refit_loop
 from kiban_linkage.settings import LinkageSettings
+from kiban_linkage.store.encrypted import ENCRYPTED_COLUMNS
 from kiban_linkage.store.tables import metadata
 
 
@@ -50,6 +51,7 @@ DEFINITION = ServiceDefinition(
     consumers=handlers,
     context=build_context,
     background={"model-refit": refit_loop},
+    encrypted_columns=ENCRYPTED_COLUMNS,
 )
 
 

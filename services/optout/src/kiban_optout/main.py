@@ -12,6 +12,7 @@ from kiban_optout.api import routers
 from kiban_optout.consumers import handlers
 from kiban_optout.context import build_context
 from kiban_optout.settings import OptoutSettings
+from kiban_optout.store.encrypted import ENCRYPTED_COLUMNS
 from kiban_optout.store.tables import metadata
 
 DEFINITION = ServiceDefinition(
@@ -23,6 +24,7 @@ DEFINITION = ServiceDefinition(
     routers=routers,
     consumers=handlers,
     context=build_context,
+    encrypted_columns=ENCRYPTED_COLUMNS,
 )
 
 

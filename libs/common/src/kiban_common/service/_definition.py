@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from sqlalchemy import MetaData
 
 from kiban_common.bus import Handler
+from kiban_common.crypto import EncryptedColumn
 from kiban_common.events import REGISTRY, EventRegistry, Zone
 
 Handlers = Mapping[str, Mapping[str, Handler]]
@@ -37,6 +38,9 @@ class ServiceDefinition:
     # Body-size limits by path that differ from `KIBAN_HTTP__MAX_BODY_BYTES`; None for an
     # endpoint that streams large uploads itself (it enforces its own limits).
     body_limits: Mapping[str, int | None] = field(default_factory=dict)
+    # Every stored column holding field-cipher tokens, with the context it is encrypted under:
+    # what `kiban keys rotate` re-encrypts and `kiban keys retire` checks (`store/encrypted.py`).
+    encrypted_columns: Sequence[EncryptedColumn] = ()
 
     def group(self, suffix: str) -> str:
         return f"kiban-{self.name}" + (f"-{suffix}" if suffix else "")
