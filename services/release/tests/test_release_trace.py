@@ -4,8 +4,10 @@ it; `kiban release verify` checks a manifest offline."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import functools
 import json
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from kiban_cli.main import main as kiban
 from kiban_common.bus import MemoryBroker, MemoryTransport
+from kiban_release import datafile
 from kiban_release.domain.trace import Verdict
 from kiban_release.main import create_app
 from kiban_release.settings import ReleaseSettings
@@ -124,6 +127,65 @@ async def test_unrelated_rows_trace_to_nothing(world: World) -> None:
     stray.write_text("person_id,code\n" + "".join(f"zz{n:014x},I10\n" for n in range(50)))
     result = await trace_with_url(world.url, stray)
     assert result.verdict is Verdict.NONE
+
+
+def parquet_sample(
+    source: Path, target: Path, n: int, *, rename: bool = False, seed: int = 7
+) -> Path:
+    """`n` random rows of a released CSV written as a Parquet file of their own (what someone
+    leaking part of a Parquet release hands on); `rename` drops the column names."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    with source.open(newline="", encoding="utf-8") as f:
+        header, *rows = list(csv.reader(f))
+    picked = random.Random(seed).sample(rows, n)
+    names = [f"c{i}" for i in range(len(header))] if rename else header
+    pq.write_table(pa.table({name: [r[i] for r in picked] for i, name in enumerate(names)}), target)
+    return target
+
+
+async def test_a_50_row_parquet_sample_traces_to_its_release(world: World) -> None:
+    sample = parquet_sample(world.file("b", "conditions.csv"), world.tmp / "leak.parquet", 50)
+    ids = datafile.read_ids(sample)
+    assert ids.has_person_column
+    assert ids.rows == 50
+    result = await trace_with_url(world.url, sample)
+    assert result.verdict is Verdict.RELEASE
+    assert [c.release_id for c in result.matches] == [world.ids["b"]]
+    assert result.recipient == OTHER_RESEARCHER
+    assert result.coverage == 1.0
+
+
+async def test_a_parquet_sample_without_its_column_names_still_traces(world: World) -> None:
+    sample = parquet_sample(
+        world.file("a", "patients.csv"), world.tmp / "leak.parquet", 50, rename=True
+    )
+    result = await trace_with_url(world.url, sample)
+    assert result.verdict is Verdict.RELEASE
+    assert result.release_id == world.ids["a"]
+    assert result.recipient == RESEARCHER
+    assert result.notes
+
+
+async def test_kiban_release_trace_reads_a_parquet_sample_and_refuses_a_torn_one(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = parquet_sample(world.file("a", "conditions.csv"), world.tmp / "leak.parquet", 50)
+    code = await asyncio.to_thread(
+        kiban, ["release", "trace", str(sample), "--database-url", world.url, "--json"]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["verdict"], out["release_id"]) == ("release", world.ids["a"])
+    torn = world.tmp / "torn.parquet"
+    torn.write_bytes(sample.read_bytes()[: sample.stat().st_size // 2])
+    code = await asyncio.to_thread(
+        kiban, ["release", "trace", str(torn), "--database-url", world.url]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "torn.parquet: not a readable Parquet file" in err
+    assert "Traceback" not in err
 
 
 async def test_kiban_release_trace_command_prints_release_and_recipient(

@@ -1,9 +1,10 @@
 """`kiban release ...`: tools on files and on the release service's database.
 
 - `kiban release trace FILE [--database-url URL] [--json]`: names the release and recipient a
-  file, or a leaked subset of its rows, came from. Database: `--database-url`, else the
-  service's settings (`KIBAN_DATABASE_URL`), else the embedded default `.kiban/release.db`.
-  Exit status 0 when traced, 1 when nothing matched, 2 on an error.
+  file, or a leaked subset of its rows (CSV/TSV, NDJSON or Parquet), came from. Database:
+  `--database-url`, else the service's settings (`KIBAN_DATABASE_URL`), else the embedded
+  default `.kiban/release.db`. Exit status 0 when traced, 1 when nothing matched, 2 on an
+  error (an unreadable file included).
 - `kiban release verify MANIFEST.json [--public-key PEM]`: checks a manifest's signature
   offline. Exit status 0 when valid, 1 when not.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from kiban_common.devstate import state_dir
 from kiban_common.settings import SettingsError, load_settings
+from kiban_release.datafile import UnreadableFile
 from kiban_release.domain.manifest import verify
 from kiban_release.domain.trace import TraceResult, Verdict
 from kiban_release.settings import ReleaseSettings
@@ -70,7 +72,11 @@ def run_trace(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"kiban release trace: {exc}", file=sys.stderr)
         return 2
-    result = asyncio.run(trace_with_url(url, args.file))
+    try:
+        result = asyncio.run(trace_with_url(url, args.file))
+    except UnreadableFile as exc:
+        print(f"kiban release trace: {args.file.name}: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(as_json(result), indent=2) if args.json else describe(result))
     return 1 if result.verdict is Verdict.NONE else 0
 

@@ -1,7 +1,9 @@
 """Reading dataset files: their digest, their rows and the `person_id` values in them.
 
-Files are CSV/TSV (delimiter sniffed among `,`, tab, `;`, `|`; a header row) or NDJSON (one JSON
-object per line; `.ndjson`/`.jsonl`, or a first byte `{`). Blocking I/O: call from a thread.
+Files are CSV/TSV (delimiter sniffed among `,`, tab, `;`, `|`; a header row), NDJSON (one JSON
+object per line; `.ndjson`/`.jsonl`, or a first byte `{`) or Parquet (magic `PAR1`, or
+`.parquet`; read with pyarrow, the optional extra `kiban-release[parquet]`, which every image
+of the platform has through the anonymizer). Blocking I/O: call from a thread.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PERSON_ID = "person_id"
+_PARQUET_MAGIC = b"PAR1"
 _CHUNK = 1024 * 1024
 _DELIMITERS = ",\t;|"
 # Without a `person_id` column every value is a candidate id; bounded so a huge unrelated file
 # cannot make `trace` hold millions of strings.
 MAX_LOOSE_VALUES = 200_000
+
+
+class UnreadableFile(ValueError):
+    """The file's format is known but it cannot be read here (no pyarrow for Parquet, or a
+    Parquet file without its footer). The message never quotes the file's content."""
 
 
 @dataclass
@@ -50,6 +58,8 @@ def digest(path: Path) -> FileDigest:
 def read_ids(path: Path) -> FileIds:
     with path.open("rb") as raw:
         head = raw.read(4096)
+    if head.startswith(_PARQUET_MAGIC) or path.suffix.lower() == ".parquet":
+        return _parquet_ids(path)
     text_head = head.decode("utf-8-sig", errors="replace").lstrip()
     if path.suffix.lower() in (".ndjson", ".jsonl") or text_head.startswith("{"):
         return _ndjson_ids(path)
@@ -75,6 +85,38 @@ def _ndjson_ids(path: Path) -> FileIds:
                 out.person_ids.add(str(value))
             elif len(out.loose_values) < MAX_LOOSE_VALUES:
                 out.loose_values.update(str(v) for v in record.values() if _scalar(v))
+    return out
+
+
+def _parquet_ids(path: Path) -> FileIds:
+    """`person_id` of a Parquet file (only that column is read), or every scalar value of a
+    file without it. A Parquet sample is a file of its own (rows copied into a new file), so
+    unlike a torn CSV excerpt it has its schema and footer."""
+    try:
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    except ModuleNotFoundError:
+        raise UnreadableFile(
+            "reading Parquet needs pyarrow (install kiban-release[parquet])"
+        ) from None
+    out = FileIds()
+    try:
+        parquet = pq.ParquetFile(path)
+        names = {str(n).strip().lower(): n for n in parquet.schema_arrow.names}
+        out.rows = int(parquet.metadata.num_rows)
+        if PERSON_ID in names:
+            out.has_person_column = True
+            for batch in parquet.iter_batches(batch_size=65_536, columns=[names[PERSON_ID]]):
+                out.person_ids.update(
+                    str(v) for v in batch.column(0).to_pylist() if _scalar(v) and v != ""
+                )
+            return out
+        for batch in parquet.iter_batches(batch_size=65_536):
+            for column in batch.columns:
+                out.loose_values.update(str(v) for v in column.to_pylist() if _scalar(v) and v)
+            if len(out.loose_values) >= MAX_LOOSE_VALUES:
+                break
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise UnreadableFile(f"not a readable Parquet file ({type(exc).__name__})") from None
     return out
 
 

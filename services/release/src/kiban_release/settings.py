@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from kiban_common.events import Zone
 from kiban_common.settings import HttpSettings, KibanSettings
 
 PORT = 8106
+# `files_dir` not given: the validator derives it (typed Any so the field stays a `Path`).
+_UNSET: Any = None
 
 
 class DeliverySettings(BaseModel):
@@ -24,7 +27,8 @@ class DeliverySettings(BaseModel):
     # How often the background sweep looks for releases past their expiry.
     sweep_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
     # Where the anonymizer writes dataset files (convention 7); a `file://` uri outside it is
-    # refused. Default: `<state_dir>/files`, the anonymizer's own default.
+    # refused. Wins over `KIBAN_FILES_DIR` when both are set; default: `<state_dir>/files`,
+    # the anonymizer's own default.
     files_dir: Path | None = None
     # Ed25519 private key (PKCS#8 PEM) that signs release manifests. Unset: one is generated
     # once under `<state_dir>/release-signing-key.pem` (the embedded default; production mounts
@@ -51,10 +55,21 @@ class ReleaseSettings(KibanSettings):
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=PORT))
     release: DeliverySettings = Field(default_factory=DeliverySettings)
     tariff: TariffSettings = Field(default_factory=TariffSettings)
+    # The shared file store, resolved: `KIBAN_RELEASE__FILES_DIR`, else `KIBAN_FILES_DIR` (the
+    # variable the anonymizer reads and the Helm chart sets on both), else `<state_dir>/files`.
+    # Declared after `release` so the validator can see it.
+    files_dir: Path = Field(default_factory=lambda: _UNSET)
 
-    @property
-    def files_dir(self) -> Path:
-        return (self.release.files_dir or self.state_dir / "files").resolve()
+    @field_validator("files_dir", mode="before")
+    @classmethod
+    def _resolve_files_dir(cls, value: object, info: ValidationInfo) -> Path:
+        delivery = info.data.get("release")
+        if isinstance(delivery, DeliverySettings) and delivery.files_dir is not None:
+            return delivery.files_dir.resolve()
+        if value is not None:
+            return Path(str(value)).resolve()
+        state = info.data.get("state_dir")
+        return ((Path(str(state)) if state is not None else Path(".kiban")) / "files").resolve()
 
     @property
     def signing_key_path(self) -> Path:
