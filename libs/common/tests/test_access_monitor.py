@@ -250,3 +250,36 @@ async def test_the_alert_reaches_a_real_kafka_consumer(
 
 async def _value(value: Any) -> Any:
     return value
+
+
+async def _block_from_another_replica(svc: Any, subject: str) -> None:
+    blocks = svc.runtime.definition.metadata.tables["kiban_blocks"]
+    async with svc.runtime.engine.begin() as connection:
+        await connection.execute(
+            blocks.insert().values(principal=subject, rule="network", blocked_at=datetime.now(UTC))
+        )
+
+
+async def test_a_block_raised_by_another_replica_applies_within_the_refresh_period(
+    tmp_path: Path,
+) -> None:
+    settings = embedded_settings(CoreSettings, tmp_path, monitor={"blocks_refresh_seconds": 0.3})
+    async with running_service(_app([]), settings, broker=MemoryBroker()) as svc:
+        hospital = svc.auth("institution:1312345678", [])
+        assert (await svc.client.get("/v1/things", headers=hospital)).status_code == 200
+        await _block_from_another_replica(svc, "institution:1312345678")
+
+        async def refused() -> bool:
+            return (await svc.client.get("/v1/things", headers=hospital)).status_code == 403
+
+        await eventually(refused, timeout=2)
+
+
+async def test_with_no_refresh_period_every_call_reads_the_blocks(tmp_path: Path) -> None:
+    settings = embedded_settings(CoreSettings, tmp_path, monitor={"blocks_refresh_seconds": 0})
+    async with running_service(_app([]), settings, broker=MemoryBroker()) as svc:
+        hospital = svc.auth("institution:1312345678", [])
+        assert (await svc.client.get("/v1/things", headers=hospital)).status_code == 200
+        await _block_from_another_replica(svc, "institution:1312345678")
+        refused = await svc.client.get("/v1/things", headers=hospital)
+        assert (refused.status_code, refused.json()["code"]) == (403, "blocked")

@@ -299,3 +299,59 @@ async def test_trace_id_from_the_active_span(engine: AsyncEngine, table: Table) 
     (row,) = await rows(engine, table)
     assert (row["status"], row["trace_id"]) == (204, expected)
     assert (b"x-request-id", row["request_id"].encode()) in sent[0]["headers"]
+
+
+async def test_concurrent_requests_share_one_commit_and_the_chain_holds(
+    engine: AsyncEngine, table: Table
+) -> None:
+    import asyncio
+
+    from kiban_common.security import verify_audit_log
+
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    log = log_of(table)
+    batches: list[int] = []
+    append = log.append
+
+    async def counting(connection: Any, entries: list[dict[str, Any]]) -> None:
+        batches.append(len(entries))
+        await append(connection, entries)
+
+    log.append = counting  # type: ignore[method-assign]
+    sessions = async_sessionmaker(engine, class_=AsyncSession)
+    middleware = AuditMiddleware(ok, sessions=sessions, log=log)
+    await asyncio.gather(*(raw_call(middleware, f"/v1/x{n}") for n in range(40)))
+    # every call returned only once its row was committed, and rows were written in batches
+    assert len(await rows(engine, table)) == 40
+    assert sum(batches) == 40
+    assert len(batches) < 40
+    async with engine.connect() as connection:
+        report = await verify_audit_log(connection, table, log.anchors)
+    assert report.ok
+    assert report.entries == 40
+
+
+async def test_a_failed_batch_is_counted_for_every_request_in_it(
+    engine: AsyncEngine, table: Table, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    log = log_of(table)
+
+    async def broken(connection: Any, entries: list[dict[str, Any]]) -> None:
+        raise RuntimeError("disk full")
+
+    log.append = broken  # type: ignore[method-assign]
+    middleware = AuditMiddleware(
+        ok, sessions=async_sessionmaker(engine, class_=AsyncSession), log=log
+    )
+    with caplog.at_level(logging.WARNING):
+        await asyncio.gather(*(raw_call(middleware) for _ in range(5)))
+    assert middleware.failed_writes == 5
+    assert "audit row not written (RuntimeError" in caplog.text

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,59 @@ async def test_scope_string_and_scp_string(issuer: DevIssuer, verifier: TokenVer
     source = StaticKeySource({"keys": [tokens.public_jwk(key, "k")]})
     token = tokens.sign(key, "ES256", tokens.claims(scp="x y"), kid="k")
     assert (await TokenVerifier(ISSUER, source).verify(token)).scopes == {"x", "y"}
+
+
+class CountingKeys(StaticKeySource):
+    """A key source that counts lookups: one lookup = one full verification."""
+
+    def __init__(self, issuer: DevIssuer) -> None:
+        super().__init__(issuer.jwks())
+        self.lookups = 0
+
+    async def find(self, kid: str | None) -> Any:
+        self.lookups += 1
+        return await super().find(kid)
+
+
+async def test_a_reused_token_is_verified_once_per_cache_period(issuer: DevIssuer) -> None:
+    keys = CountingKeys(issuer)
+    verifier = TokenVerifier(ISSUER, keys, cache_seconds=60)
+    token = issuer.mint("patient:p-1", ["optout:read"])
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) == first
+    assert keys.lookups == 1
+    await verifier.verify(issuer.mint("patient:p-2", ["optout:read"]))
+    assert keys.lookups == 2
+
+
+async def test_a_cached_token_is_never_honoured_past_its_expiry(
+    issuer: DevIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = TokenVerifier(ISSUER, issuer.key_source(), cache_seconds=600, leeway_seconds=0)
+    token = issuer.mint("patient:p-1", [], ttl_seconds=30)
+    await verifier.verify(token)
+    later = time.time() + 31
+    monkeypatch.setattr("kiban_common.security._verifier.time.time", lambda: later)
+    await refused(verifier, token, "token_expired")
+    assert token not in verifier._verified
+
+
+async def test_refusals_are_not_cached_and_zero_turns_the_cache_off(issuer: DevIssuer) -> None:
+    keys = CountingKeys(issuer)
+    cached = TokenVerifier(ISSUER, keys, cache_seconds=60)
+    token = issuer.mint("patient:p-1", [])
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for _ in range(2):
+        await refused(cached, tampered, "invalid_token")
+    assert keys.lookups == 2
+    uncached = TokenVerifier(ISSUER, keys, cache_seconds=0)
+    for _ in range(2):
+        await uncached.verify(token)
+    assert keys.lookups == 4
+
+
+async def test_the_cache_holds_at_most_cache_size_tokens(issuer: DevIssuer) -> None:
+    verifier = TokenVerifier(ISSUER, issuer.key_source(), cache_seconds=60, cache_size=3)
+    for n in range(5):
+        await verifier.verify(issuer.mint(f"patient:p-{n}", []))
+    assert len(verifier._verified) == 3

@@ -26,9 +26,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pre_ping: bool = False
+) -> AsyncEngine:
     """An engine with the settings Kiban relies on: WAL and a busy timeout on SQLite (one
-    process, several tasks writing), pre-ping and a bounded pool on PostgreSQL."""
+    process, several tasks writing), a bounded pool on PostgreSQL (pre-ping on request)."""
     url = async_url(url)
     # Drivers log query parameters (personal data) below WARNING: never let them, even when a
     # process turns the root logger to DEBUG without `configure_logging`.
@@ -40,7 +42,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         kwargs["poolclass"] = NullPool
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=pre_ping)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

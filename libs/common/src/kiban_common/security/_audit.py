@@ -1,5 +1,11 @@
 """The audit log: one append-only row per HTTP request, written after the response is sent.
 
+Rows from concurrent requests are written together (group commit): while one batch is being
+committed the next requests' rows queue, and the next batch takes them all in one transaction,
+so the chain's lock is taken once per batch, not once per request. Each request still waits
+(after its response has gone) until its own row is committed, so the row exists when the ASGI
+call returns.
+
 A row says who (the token subject), what (method and route template), when, from where, with
 which outcome and how long it took, plus the request and trace ids to join it with other
 records. It never holds a request body, a query string or a header value other than the
@@ -146,6 +152,50 @@ class AuditLog:
             await connection.execute(insert(self.anchors), anchors)
 
 
+class AuditWriter:
+    """Group commit for audit rows: `append` queues a row and returns once the batch holding it
+    is committed. One batch is in flight at a time; rows that arrive meanwhile form the next
+    one (at most `max_batch` rows), so under load a single lock and commit serve many requests,
+    and an idle service still writes each row at once."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[Any], log: AuditLog, *, max_batch: int = 500
+    ) -> None:
+        self.sessions = sessions
+        self.log = log
+        self.max_batch = max_batch
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def append(self, row: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        # Mark an outcome retrieved even when the waiter was cancelled (no "never retrieved").
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append((row, done))
+        if self._flushing is None or self._flushing.done() or self._flushing.get_loop() is not loop:
+            self._flushing = loop.create_task(self._flush())
+        # Shielded: a request cancelled while waiting must not cancel the batch it is in.
+        await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            try:
+                async with self.sessions() as session, session.begin():
+                    connection = await session.connection()
+                    await self.log.append(connection, [row for row, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     at: datetime
@@ -183,8 +233,7 @@ class AuditMiddleware:
         exempt_paths: Collection[str] = (),
     ) -> None:
         self.app = app
-        self.sessions = sessions
-        self.log = log
+        self.writer = AuditWriter(sessions, log)
         self.exempt_paths = frozenset(exempt_paths)
         self.failed_writes = 0
         self._detached: set[asyncio.Task[None]] = set()
@@ -239,11 +288,10 @@ class AuditMiddleware:
         await self.write(record(status if status is not None else 500))
 
     async def write(self, record: AuditRecord) -> None:
-        """Insert one row; failures are counted and logged, never raised into the request."""
+        """Commit one row (batched with concurrent ones); failures are counted and logged,
+        never raised into the request."""
         try:
-            async with self.sessions() as session, session.begin():
-                connection = await session.connection()
-                await self.log.append(connection, [record.as_row()])
+            await self.writer.append(record.as_row())
         except Exception as exc:
             self.failed_writes += 1
             _log.warning(

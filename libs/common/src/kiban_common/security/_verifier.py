@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from kiban_common.security._errors import AuthenticationError
@@ -38,6 +39,10 @@ class TokenVerifier:
 
     Every refusal is an `AuthenticationError` whose message never includes the token or a
     claim value.
+
+    A token that verified is remembered by its exact text for `cache_seconds` (never past its
+    `exp`; at most `cache_size` tokens, least recently used first out), so a client that reuses
+    its token is not checked again on every call. Refusals are never remembered.
     """
 
     def __init__(
@@ -46,15 +51,37 @@ class TokenVerifier:
         key_source: KeySource,
         audience: str | None = None,
         leeway_seconds: int = 30,
+        cache_seconds: int = 0,
+        cache_size: int = 10_000,
     ) -> None:
         if not issuer:
             raise ValueError("a token verifier needs an issuer")
         self.issuer = issuer
         self.audience = audience
         self.leeway_seconds = leeway_seconds
+        self.cache_seconds = cache_seconds
+        self.cache_size = cache_size
         self._keys = key_source
+        self._verified: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
+        if self.cache_seconds:
+            now = time.time()
+            cached = self._verified.get(token)
+            if cached is not None:
+                if now < cached[0]:
+                    self._verified.move_to_end(token)
+                    return cached[1]
+                del self._verified[token]
+        principal = await self._verify(token)
+        if self.cache_seconds:
+            exp = float(principal.claims["exp"])
+            self._verified[token] = (min(now + self.cache_seconds, exp), principal)
+            if len(self._verified) > self.cache_size:
+                self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         alg, kid = _read_header(token)
         key = await self._keys.find(kid)
         if not key_fits_algorithm(key, alg):

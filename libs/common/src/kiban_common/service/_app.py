@@ -53,6 +53,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cache_seconds=settings.auth.verified_cache_seconds,
         async with runtime.running():
             yield
         await http.aclose()

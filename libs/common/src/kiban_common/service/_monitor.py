@@ -11,6 +11,8 @@ lifts a block, with a reason (`POST /v1/security/blocks/{principal}/lift`, audit
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -44,6 +46,10 @@ class AccessMonitor:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.blocks = runtime.definition.metadata.tables[BLOCKS_TABLE]
         self.audit = runtime.definition.metadata.tables[AUDIT_TABLE]
+        # This replica's copy of the actively blocked principals and when it was read.
+        self._active: frozenset[str] = frozenset()
+        self._read_at = -float("inf")
+        self._refreshing = asyncio.Lock()
 
     async def check(self, principal: Principal, request: Request) -> None:
         if not self.policy.enabled:
@@ -60,15 +66,25 @@ class AccessMonitor:
             raise ApiError(403, "blocked", f"access refused and blocked (rule: {rule})")
 
     async def blocked(self, subject: str) -> bool:
+        """Whether `subject` has an active block, from a copy of the block list at most
+        `blocks_refresh_seconds` old (one query per period for all principals, not one per
+        call); 0 reads the database on every call."""
+        if self._stale():
+            async with self._refreshing:
+                if self._stale():
+                    await self.refresh()
+        return subject in self._active
+
+    async def refresh(self) -> None:
         async with self.runtime.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(self.blocks.c.id)
-                    .where(self.blocks.c.principal == subject, self.blocks.c.lifted_at.is_(None))
-                    .limit(1)
-                )
-            ).first()
-        return row is not None
+            rows = await connection.execute(
+                select(self.blocks.c.principal).where(self.blocks.c.lifted_at.is_(None))
+            )
+            self._active = frozenset(str(row.principal) for row in rows)
+        self._read_at = time.monotonic()
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._read_at >= self.policy.blocks_refresh_seconds
 
     async def block(self, subject: str, rule: str, source: str | None, now: datetime) -> None:
         async with self.runtime.transaction() as tx:
@@ -90,6 +106,7 @@ class AccessMonitor:
                     ),
                 )
             )
+        self._active = self._active | {subject}
 
     async def lift(self, subject: str, operator: str, reason: str) -> int:
         async with self.runtime.transaction() as tx:
@@ -102,6 +119,7 @@ class AccessMonitor:
             lifted = int(result.rowcount or 0)
             if lifted:
                 tx.audit("lift_block", refs=[subject], purpose=reason[:128], principal=operator)
+        self._active = self._active - {subject}
         return lifted
 
     async def _read_volume(self, principal: Principal, now: datetime) -> str | None:

@@ -59,7 +59,13 @@ class ServiceRuntime:
             settings.telemetry.exporter,
             otlp_endpoint=settings.telemetry.otlp_endpoint,
         )
-        self.engine: AsyncEngine = create_engine(settings.database_url)
+        pool = settings.db_pool
+        self.engine: AsyncEngine = create_engine(
+            settings.database_url,
+            pool_size=pool.size,
+            max_overflow=pool.max_overflow,
+            pre_ping=pool.pre_ping,
+        )
         self.sessions = session_factory(self.engine)
         self.outbox_table = definition.metadata.tables[OUTBOX]
         self.processed_table = definition.metadata.tables[PROCESSED]

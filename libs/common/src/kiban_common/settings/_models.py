@@ -69,6 +69,10 @@ class AuthSettings(BaseModel):
     audience: str | None = None
     jwks_url: str | None = None
     jwks_file: Path | None = None
+    # A verified token is remembered (by its exact bytes) for this long, never past its `exp`,
+    # so a client reusing its token costs one signature check per period, not per call. A key
+    # removed from the JWKS stops being honoured after at most this delay. 0 = verify each call.
+    verified_cache_seconds: int = Field(default=60, ge=0, le=3600)
 
     @field_validator("jwks_url")
     @classmethod
@@ -173,6 +177,21 @@ class MonitorSettings(BaseModel):
     hours: dict[str, HoursWindow] = Field(default_factory=dict)
     read_ceilings: dict[str, ReadCeiling] = Field(default_factory=dict)
     kinds: list[str] | None = None
+    # How old this replica's copy of the active blocks may get. A block raised here applies at
+    # once; one raised by another replica within this delay. 0 = ask the database every call.
+    blocks_refresh_seconds: float = Field(default=1.0, ge=0, le=60)
+
+
+class DatabasePoolSettings(BaseModel):
+    """The PostgreSQL connection pool of one process (SQLite opens a connection per use).
+    `pre_ping` tests each connection with a round trip before use: safer right after a
+    database failover, but it doubles the round trips of short transactions; without it a
+    connection found dead fails that one unit of work (retried by consumers, a 500 for HTTP)
+    and is replaced."""
+
+    size: int = Field(default=10, ge=1, le=200)
+    max_overflow: int = Field(default=10, ge=0, le=200)
+    pre_ping: bool = False
 
 
 class LimitSettings(BaseModel):
@@ -206,6 +225,7 @@ class KibanSettings(BaseSettings):
 
     zone: Zone
     database_url: str
+    db_pool: DatabasePoolSettings = Field(default_factory=DatabasePoolSettings)
     bus: Literal["kafka", "memory"] = "kafka"
     kafka_bootstrap: str | None = None
     migrate_on_start: bool = False
