@@ -10,7 +10,6 @@ transaction, so a request that fails as a whole (body too large, client gone) st
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from kiban_intake.domain.fhir import (
     PatientGroup,
     identity_of,
     is_fhir_type,
+    load_json,
     local_patient_id,
     no_local_id,
     normalize_reference,
@@ -133,8 +133,8 @@ class BulkIngest:
         if not raw.strip():
             return
         try:
-            resource = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            resource = load_json(raw)
+        except ValueError:
             self._error(number, Issue("line", "structure", "the line is not valid JSON"))
             return
         if not isinstance(resource, dict):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
@@ -49,11 +49,17 @@ _HOOKS = (
 _CACHE_LIMIT = 200_000
 
 
+_UNRESOLVED: Any = object()
+
+
 @dataclass(slots=True)
 class _Field:
     is_list: bool
     adapter: TypeAdapter[Any] | None  # a primitive
     model: type[FHIRAbstractModel] | None  # a complex element
+    # Strings the adapter accepted (one set per adapter, shared by its fields).
+    seen: set[str] = field(default_factory=set)
+    plan: Any = _UNRESOLVED  # the model's plan, looked up on first use (None: no plan)
 
 
 @dataclass(slots=True)
@@ -66,7 +72,8 @@ class _Plan:
 
 _plans: dict[type, _Plan | None] = {}
 _adapters: dict[Any, TypeAdapter[Any]] = {}
-_valid_strings: dict[tuple[int, str], bool] = {}
+_seen: dict[int, set[str]] = {}  # by id() of the adapter
+_seen_total = 0
 
 
 def _standard(model: type[FHIRAbstractModel]) -> bool:
@@ -139,7 +146,8 @@ def _build(model: type[FHIRAbstractModel]) -> _Plan | None:
         elif isinstance(inner, type) and issubclass(inner, BaseModel):
             continue
         else:
-            fields[alias] = _Field(is_list, _adapter(inner), None)
+            adapter = _adapter(inner)
+            fields[alias] = _Field(is_list, adapter, None, _seen.setdefault(id(adapter), set()))
     instance = model.model_construct()
     aliases = {name: (info.alias or name) for name, info in model.model_fields.items()}
     required = {aliases[n] for n, info in model.model_fields.items() if info.is_required()}
@@ -164,21 +172,26 @@ def _plan(model: type[FHIRAbstractModel]) -> _Plan | None:
         return plan
 
 
-def _primitive(value: Any, adapter: TypeAdapter[Any]) -> bool:
-    if value is None or isinstance(value, dict | list):
-        return False
+def _primitive(value: Any, spec: _Field) -> bool:
+    global _seen_total
+    adapter = spec.adapter
+    assert adapter is not None
     if type(value) is str:
-        key = (id(adapter), value)
-        if key in _valid_strings:
+        if value in spec.seen:
             return True
         try:
             adapter.validate_python(value)
         except ValidationError:
             return False
-        if len(_valid_strings) >= _CACHE_LIMIT:
-            _valid_strings.clear()
-        _valid_strings[key] = True
+        if _seen_total >= _CACHE_LIMIT:
+            for strings in _seen.values():
+                strings.clear()  # in place: the fields hold these sets
+            _seen_total = 0
+        spec.seen.add(value)
+        _seen_total += 1
         return True
+    if value is None or isinstance(value, dict | list):
+        return False
     try:
         adapter.validate_python(value)
     except ValidationError:
@@ -188,9 +201,10 @@ def _primitive(value: Any, adapter: TypeAdapter[Any]) -> bool:
 
 def _element(value: Any, spec: _Field) -> bool:
     if spec.model is None:
-        assert spec.adapter is not None
-        return _primitive(value, spec.adapter)
-    plan = _plan(spec.model)
+        return _primitive(value, spec)
+    plan = spec.plan
+    if plan is _UNRESOLVED:
+        plan = spec.plan = _plan(spec.model)
     return plan is not None and _valid(value, plan, top=False)
 
 
@@ -210,6 +224,8 @@ def _valid(value: Any, plan: _Plan, *, top: bool) -> bool:
             for each in item:
                 if not _element(each, spec):
                     return False
+        elif type(item) is str and item in spec.seen:
+            continue  # a string this element's type accepted before (the common case)
         elif not _element(item, spec):
             return False
     for alias in plan.required:

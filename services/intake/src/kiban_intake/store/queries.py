@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -14,6 +15,8 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    any_,
+    bindparam,
     cast,
     delete,
     func,
@@ -164,24 +167,18 @@ class AdmissionFacts:
     identity_keys: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
 
-async def admission_facts(
-    conn: AsyncConnection,
-    institution_code: str,
-    keys: Sequence[str],
-    digests: Sequence[str],
-    *,
-    institution: bool = False,
-) -> AdmissionFacts:
-    """Notices, opt-out blocks, opted-out flags and stored identity keys of these patients
-    (and, with `institution`, the institution's status) as one `UNION ALL` statement."""
+def _facts_parts(
+    keys: list[Any], digests: list[Any], institution_code: Any, institution: bool
+) -> list[Any]:
+    """The selects of `admission_facts`: `keys` and `digests` are lists of IN-lists (one per
+    chunk) or, on PostgreSQL, one `= ANY(array)` comparator each."""
     no_str, no_date, no_bool = cast(null(), String), cast(null(), Date), cast(null(), Boolean)
-    parts: list[Any] = []
 
     def tag(kind: str) -> Any:
         return literal_column(f"'{kind}'", String).label("kind")
 
-    unique_keys = list(dict.fromkeys(keys))
-    for chunk in _chunks(unique_keys):
+    parts: list[Any] = []
+    for match in keys:
         parts.append(
             select(
                 tag("n"),
@@ -189,22 +186,22 @@ async def admission_facts(
                 no_str.label("b"),
                 notices.c.notified_on.label("day"),
                 notices.c.guardian_notified.label("flag"),
-            ).where(notices.c.patient_key.in_(chunk))
+            ).where(match(notices.c.patient_key))
         )
         parts.append(
             select(tag("o"), patients.c.patient_key, no_str, no_date, no_bool).where(
-                patients.c.patient_key.in_(chunk), patients.c.opted_out.is_(True)
+                match(patients.c.patient_key), patients.c.opted_out.is_(True)
             )
         )
         parts.append(
             select(
                 tag("k"), identity_keys.c.patient_key, identity_keys.c.digest, no_date, no_bool
-            ).where(identity_keys.c.patient_key.in_(chunk))
+            ).where(match(identity_keys.c.patient_key))
         )
-    for chunk in _chunks(list(dict.fromkeys([*unique_keys, *digests]))):
+    for match in digests:
         parts.append(
             select(tag("b"), blocks.c.digest, no_str, no_date, no_bool).where(
-                blocks.c.digest.in_(chunk),
+                match(blocks.c.digest),
                 or_(
                     blocks.c.institution_code.is_(None),
                     blocks.c.institution_code == institution_code,
@@ -217,14 +214,62 @@ async def admission_facts(
                 institutions.c.code == institution_code
             )
         )
-    facts = AdmissionFacts()
-    if not parts:
-        return facts
+    return parts
+
+
+def _union(parts: list[Any]) -> Any:
     # Typed as Any: mypy 2.4 crashes expanding union_all's generic over a list of selects
     # (seen on a cold cache only).
     combine: Any = union_all
-    statement: Any = combine(*parts) if len(parts) > 1 else parts[0]
-    rows = await conn.execute(statement)
+    return combine(*parts) if len(parts) > 1 else parts[0]
+
+
+@cache
+def _facts_on_postgresql(institution: bool) -> Any:
+    """Built once: the same SQL text for every batch size (arrays, not IN-lists), so the
+    statement is compiled once, its cache key is memoized and asyncpg keeps it prepared."""
+    keys = bindparam("keys", type_=postgresql.ARRAY(String))
+    digests = bindparam("digests", type_=postgresql.ARRAY(String))
+    return _union(
+        _facts_parts(
+            [lambda c: c == any_(keys)],
+            [lambda c: c == any_(digests)],
+            bindparam("institution_code", type_=String),
+            institution,
+        )
+    )
+
+
+async def admission_facts(
+    conn: AsyncConnection,
+    institution_code: str,
+    keys: Sequence[str],
+    digests: Sequence[str],
+    *,
+    institution: bool = False,
+) -> AdmissionFacts:
+    """Notices, opt-out blocks, opted-out flags and stored identity keys of these patients
+    (and, with `institution`, the institution's status) as one `UNION ALL` statement."""
+    unique_keys = list(dict.fromkeys(keys))
+    lookups = list(dict.fromkeys([*unique_keys, *digests]))
+    facts = AdmissionFacts()
+    if conn.dialect.name == "postgresql":
+        if not lookups and not institution:
+            return facts
+        rows = await conn.execute(
+            _facts_on_postgresql(institution),
+            {"keys": unique_keys, "digests": lookups, "institution_code": institution_code},
+        )
+    else:
+        parts = _facts_parts(
+            [lambda c, chunk=chunk: c.in_(chunk) for chunk in _chunks(unique_keys)],
+            [lambda c, chunk=chunk: c.in_(chunk) for chunk in _chunks(lookups)],
+            institution_code,
+            institution,
+        )
+        if not parts:
+            return facts
+        rows = await conn.execute(_union(parts))
     for kind, a, b, day, flag in rows:
         if kind == "n":
             facts.notices[a].append(Notice(day, bool(flag)))
@@ -250,8 +295,18 @@ async def upsert_patients(
     `keys` are inserted, a key already stored is kept."""
     if not rows:
         return
-    stmt = _upsert(conn, patients)
-    stmt = stmt.on_conflict_do_update(
+    await conn.execute(_patient_upsert(conn.dialect.name), rows)
+    for chunk in _chunks([r["patient_key"] for r in rows] if stale is None else list(stale)):
+        await conn.execute(delete(identity_keys).where(identity_keys.c.patient_key.in_(chunk)))
+    if keys:
+        await conn.execute(_identity_key_insert(conn.dialect.name), keys)
+
+
+@cache
+def _patient_upsert(dialect_name: str) -> Any:
+    """Built once per dialect (its cache key is then memoized), executed with many rows."""
+    stmt = (postgresql if dialect_name == "postgresql" else sqlite).insert(patients)
+    return stmt.on_conflict_do_update(
         index_elements=["patient_key"],
         set_={
             "identity": stmt.excluded.identity,
@@ -259,14 +314,12 @@ async def upsert_patients(
             "updated_at": stmt.excluded.updated_at,
         },
     )
-    await conn.execute(stmt, rows)
-    for chunk in _chunks([r["patient_key"] for r in rows] if stale is None else list(stale)):
-        await conn.execute(delete(identity_keys).where(identity_keys.c.patient_key.in_(chunk)))
-    if keys:
-        ins = _upsert(conn, identity_keys).on_conflict_do_nothing(
-            index_elements=["patient_key", "digest"]
-        )
-        await conn.execute(ins, keys)
+
+
+@cache
+def _identity_key_insert(dialect_name: str) -> Any:
+    stmt = (postgresql if dialect_name == "postgresql" else sqlite).insert(identity_keys)
+    return stmt.on_conflict_do_nothing(index_elements=["patient_key", "digest"])
 
 
 async def get_patients(conn: AsyncConnection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -345,7 +398,7 @@ async def mark_opted_out(
 
 async def insert_records(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        await conn.execute(insert(records), rows)
+        await conn.execute(_INSERT_RECORDS, rows)
 
 
 async def drop_held(conn: AsyncConnection, keys: Sequence[str]) -> int:
@@ -414,8 +467,14 @@ async def held_counts(conn: AsyncConnection, keys: Sequence[str]) -> dict[str, i
 # -- submissions -------------------------------------------------------------------------------
 
 
+_INSERT_SUBMISSION = insert(submissions)
+_INSERT_RECORDS = insert(records)
+
+
 async def insert_submission(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    await conn.execute(insert(submissions).values(**row))
+    # The row as parameters of one prepared INSERT (not `.values(**row)`, which builds a new
+    # statement, and a new cache key, per call).
+    await conn.execute(_INSERT_SUBMISSION, row)
 
 
 async def get_submission(conn: AsyncConnection, submission_id: str) -> dict[str, Any] | None:
