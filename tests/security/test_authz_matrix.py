@@ -57,6 +57,10 @@ EXPECTED: dict[tuple[str, str, str], str] = {
     ("*", "GET", "/docs"): PUBLIC,
     ("*", "GET", "/docs/oauth2-redirect"): PUBLIC,
     ("*", "GET", "/redoc"): PUBLIC,
+    # Prometheus scrapes without a token; the endpoint admits the monitoring network only
+    # (the test client is on the loopback, inside it; libs/common/tests/test_metrics.py proves
+    # the refusals from outside and through a proxy).
+    ("*", "GET", "/metrics"): PUBLIC,
     # intake (core)
     ("intake", "POST", "/v1/institutions"): CORE_ADMIN,
     ("intake", "GET", "/v1/institutions"): CORE_ADMIN,

@@ -7,8 +7,8 @@ them, the anonymizer stores them, and one of them opts out with deletion. Meanwh
 record of every logger at DEBUG and every span (name, attributes, events, resource) of every
 service is captured. No canary, in any way it may be written (kanji, full- and half-width
 kana, hiragana, ISO and compact dates), may appear in them; nor in the audit rows and outbox
-rows of the information-zone database, nor in any event an information-zone service published.
-(The services record no metrics yet, so there are no metric labels to check.)
+rows of the information-zone database, nor in any event an information-zone service published,
+nor in any service's `/metrics` output (after requests whose paths carry a canary).
 """
 
 from __future__ import annotations
@@ -188,6 +188,13 @@ async def test_no_canary_identity_reaches_logs_spans_or_the_information_zone(
         optout = started["optout"]
         leaks += _leaks(await _rows(optout, AUDIT_TABLE), "optout audit row")
         leaks += _leaks(await _rows(optout, OUTBOX), "optout outbox row")
+        # Only then canaries in request paths, for the metrics: a path is the caller's own
+        # input, kept raw by the audit log when it matches no route and by the HTTP spans
+        # (`url.path`), never in a metric label.
+        await _requests_with_canaries_in_paths(started, data)
+        exposition = {name: await _metrics(svc) for name, svc in started.items()}
+        for name, text in exposition.items():
+            leaks += _leaks(text.splitlines(), f"{name} /metrics")
         for topic, messages in broker.logs.items():
             if topic.startswith(("kiban.optout.", "kiban.review.", "kiban.release.")):
                 payloads = [m.value.decode("utf-8", "replace") for m in messages]
@@ -197,7 +204,38 @@ async def test_no_canary_identity_reaches_logs_spans_or_the_information_zone(
             await context.__aexit__(None, None, None)
     assert len(logs.lines) > 10  # the capture worked
     assert len(spans.get_finished_spans()) > 20
+    # The scrape saw the scenario: requests by route and events by type, in every service.
+    for name, text in exposition.items():
+        assert "kiban_http_requests_total{" in text, name
+    assert "kiban_outbox_published_total{" in exposition["intake"]
+    assert "kiban_consumer_handled_total{" in exposition["linkage"]
     assert not leaks, "canary identity leaked:\n" + "\n".join(sorted(set(leaks)))
+
+
+async def _metrics(svc: RunningService) -> str:
+    response = await svc.client.get("/metrics")
+    assert response.status_code == 200, response.status_code
+    return response.text
+
+
+async def _requests_with_canaries_in_paths(
+    svc: dict[str, RunningService], data: demo_data.DemoData
+) -> None:
+    """Ids in paths are not labels: canaries in a matched route's id and in unmatched paths."""
+    person = data.opted_out
+    ops = svc["intake"].auth(*OPERATOR)
+    for name, service in svc.items():
+        for path in (
+            f"/v1/nowhere/{person.family_name}/{person.birth_date.isoformat()}",
+            f"/v1/{person.family_name_kana}",
+        ):
+            got = await service.client.get(path, headers=ops)
+            assert got.status_code == 404, (name, got.status_code)
+    got = await svc["optout"].client.get(
+        f"/v1/optouts/{person.family_name}{person.insurance_number}",
+        headers=svc["optout"].auth(*OPERATOR),
+    )
+    assert got.status_code in (404, 422), got.status_code
 
 
 async def _scenario(svc: dict[str, RunningService], data: demo_data.DemoData) -> None:

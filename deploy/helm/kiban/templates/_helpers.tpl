@@ -130,9 +130,10 @@ allow every destination, so a target without CIDRs or a namespace stops the rend
 {{- if eq .svc.zone "core" }}
 - name: KIBAN_CRYPTO__SEALING_PRIVATE_KEY_FILE
   value: /var/run/kiban/sealing-private/private.pem
+{{- end }}
+{{- /* Core: who may call at all. Both zones: who may scrape /metrics. */}}
 - name: KIBAN_ZONE_GUARD__ALLOWED_NETWORKS
   value: {{ $v.zoneGuard.allowedNetworks | toJson | quote }}
-{{- end }}
 {{- if has .name (list "anonymizer" "release") }}
 - name: KIBAN_FILES_DIR
   value: {{ $v.fileStore.mountPath | quote }}

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,6 +69,11 @@ class RunnerStats:
     dead_lettered: int = 0
     retries: int = 0
     batches: int = 0
+    # By event type, for `/metrics`: handled counts committed events only; a type the group
+    # does not subscribe to is counted as "unexpected" (the raw value is not a label).
+    handled_by_type: Counter[str] = field(default_factory=Counter)
+    retries_by_type: Counter[str] = field(default_factory=Counter)
+    dead_lettered_by_type: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +171,12 @@ class ConsumerRunner:
             return
         try:
             async with self._transactions() as tx:
-                await self._apply(decoded, tx)
+                fresh = await self._apply(decoded, tx)
         except Exception:
             for item in decoded:
                 await self._apply_alone(item)
+        else:
+            self.stats.handled_by_type.update(item.event.type for item in fresh)
 
     async def _decode_or_dead_letter(self, received: Received) -> Event[Any] | None:
         event_type = read_type(received.message) or ""
@@ -181,7 +189,7 @@ class ConsumerRunner:
             await self._dead_letter(received, reason="malformed", attempts=0)
             return None
 
-    async def _apply(self, items: Sequence[_Decoded], tx: Transaction) -> None:
+    async def _apply(self, items: Sequence[_Decoded], tx: Transaction) -> list[_Decoded]:
         claimed = await self._claim(items, tx)
         fresh = [item for item in items if claimed.pop(item.event.id, False)]
         self.stats.duplicates += len(items) - len(fresh)
@@ -195,6 +203,7 @@ class ConsumerRunner:
             ):
                 await self.handlers[item.event.type](item.event, tx)
         self.stats.processed += len(fresh)
+        return fresh
 
     async def _claim(self, items: Sequence[_Decoded], tx: Transaction) -> dict[str, bool]:
         """Record the batch's event ids as processed, in the effect's transaction, and return
@@ -231,7 +240,8 @@ class ConsumerRunner:
             attempt += 1
             try:
                 async with self._transactions() as tx:
-                    await self._apply([item], tx)
+                    fresh = await self._apply([item], tx)
+                self.stats.handled_by_type.update(i.event.type for i in fresh)
                 return
             except Exception as exc:
                 if _is_transient(exc):
@@ -263,6 +273,7 @@ class ConsumerRunner:
                     )
                     return
                 self.stats.retries += 1
+                self.stats.retries_by_type[item.event.type] += 1
                 await self._pause(delay)
                 delay = min(delay * 2, self._backoff_max)
 
@@ -287,6 +298,10 @@ class ConsumerRunner:
             except BrokerUnavailable:
                 await self._pause(1.0)
         self.stats.dead_lettered += 1
+        event_type = read_type(original) or ""
+        self.stats.dead_lettered_by_type[
+            event_type if event_type in self.handlers else "unexpected"
+        ] += 1
         log.error(
             "group %s: message at %s/%d@%d dead-lettered (%s)",
             self.group,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import Table, delete, func, select
@@ -22,6 +23,9 @@ from kiban_common.events import WireMessage
 log = logging.getLogger("kiban.outbox")
 
 Publish = Callable[[Sequence[WireMessage]], Awaitable[None]]
+# The relay counts the rows still waiting only after a full batch or a failure (a drained
+# outbox is 0 without a query), and only up to this many: an index range scan, never COUNT(*).
+PENDING_CAP = 10_000
 
 
 class OutboxRelay:
@@ -45,6 +49,10 @@ class OutboxRelay:
         self._stopping = False
         self.published = 0
         self.failures = 0
+        # Read by `/metrics` at scrape time: events published per type, and the rows waiting
+        # as of the last batch (capped at PENDING_CAP).
+        self.published_by_type: Counter[str] = Counter()
+        self.pending_rows = 0
 
     def wake(self) -> None:
         """Called after a commit that wrote outbox rows, so they go out without waiting a poll."""
@@ -64,12 +72,16 @@ class OutboxRelay:
                 log.warning(
                     "outbox relay failed (%s); retrying in %.1fs", type(exc).__name__, backoff
                 )
+                await self._count_pending()
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = self._poll_interval
             if sent < self._batch_size:
+                self.pending_rows = 0  # every row committed before the read went out
                 await self._sleep(self._poll_interval)
+            else:
+                await self._count_pending()
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many events went out."""
@@ -101,6 +113,7 @@ class OutboxRelay:
             # may commit later and must not be swept away unpublished.
             await session.exec(delete(t).where(t.c.id.in_([row.id for row in rows])))
         self.published += len(rows)
+        self.published_by_type.update(row.type for row in rows)
         return len(rows)
 
     async def pending(self) -> int:
@@ -112,6 +125,23 @@ class OutboxRelay:
                     )
                 ).scalar_one()
             )
+
+    async def _count_pending(self) -> None:
+        """Update `pending_rows` (up to PENDING_CAP); keeps the last value if the database is
+        away too."""
+        t = self._table
+        try:
+            async with self._sessions() as session:
+                capped = select(t.c.id).order_by(t.c.id).limit(PENDING_CAP).subquery()
+                self.pending_rows = int(
+                    (
+                        await (await session.connection()).execute(
+                            select(func.count()).select_from(capped)
+                        )
+                    ).scalar_one()
+                )
+        except Exception as exc:
+            log.debug("outbox pending rows not counted (%s)", type(exc).__name__)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -33,8 +33,12 @@ from kiban_common.service._definition import ServiceDefinition
 from kiban_common.service._monitor import AccessMonitor, security_router
 from kiban_common.service._runtime import ServiceRuntime
 from kiban_common.settings import KibanSettings, SettingsError
+from kiban_common.telemetry import METRICS_PATH, install_metrics
 
 _UNGUARDED = ("/healthz", "/readyz")
+# Probes and Prometheus scrapes: no audit row, no rate limit, no span (the zone guard still
+# applies to /metrics, and the endpoint itself admits the monitoring network only).
+_UNAUDITED = (*_UNGUARDED, METRICS_PATH)
 
 
 def build_app(
@@ -49,11 +53,11 @@ def build_app(
         issuer=_required(settings.auth.issuer, "KIBAN_AUTH__ISSUER"),
         key_source=_key_source(settings, http),
         audience=settings.auth.audience,
+        cache_seconds=settings.auth.verified_cache_seconds,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cache_seconds=settings.auth.verified_cache_seconds,
         async with runtime.running():
             yield
         await http.aclose()
@@ -92,17 +96,21 @@ def build_app(
         AuditMiddleware,
         sessions=runtime.sessions,
         log=runtime.audit,
-        exempt_paths=_UNGUARDED,
+        exempt_paths=_UNAUDITED,
     )
     # Outermost: a flood is refused before it costs a zone check, a token check or an audit row.
     app.add_middleware(
         RateLimitMiddleware,
         rate=settings.limits.requests_per_second,
         burst=settings.limits.burst,
-        exempt_paths=_UNGUARDED,
+        exempt_paths=_UNAUDITED,
     )
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=runtime.tracer_provider, excluded_urls="healthz,readyz"
+        app, tracer_provider=runtime.tracer_provider, excluded_urls="healthz,readyz,/metrics$"
+    )
+    # Outermost of all: HTTP metrics count what the layers above refused too.
+    install_metrics(
+        app, runtime, allowed_networks=settings.zone_guard.allowed_networks, exempt_paths=_UNGUARDED
     )
     return app
 

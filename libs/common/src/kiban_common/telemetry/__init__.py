@@ -1,10 +1,17 @@
-"""Tracing with OpenTelemetry: providers per service and trace context through events."""
+"""Tracing with OpenTelemetry (providers per service, trace context through events), and
+Prometheus metrics (`GET /metrics`) from OpenTelemetry instruments."""
 
 from kiban_common.telemetry._logging import (
     PARAMETER_LOGGERS,
     RedactExceptionMessages,
     configure_logging,
     quiet_parameter_loggers,
+)
+from kiban_common.telemetry._metrics import (
+    METRICS_PATH,
+    HttpMetricsMiddleware,
+    ServiceMetrics,
+    install_metrics,
 )
 from kiban_common.telemetry._tracing import (
     Exporter,
@@ -15,13 +22,17 @@ from kiban_common.telemetry._tracing import (
 )
 
 __all__ = [
+    "METRICS_PATH",
     "PARAMETER_LOGGERS",
     "Exporter",
+    "HttpMetricsMiddleware",
     "RedactExceptionMessages",
+    "ServiceMetrics",
     "build_tracer_provider",
     "configure_logging",
     "consume_span",
     "current_traceparent",
     "headers_carrier",
+    "install_metrics",
     "quiet_parameter_loggers",
 ]
