@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from sqlalchemy import select
 
 from kiban_common.events import (
@@ -13,6 +14,7 @@ from kiban_common.events import (
     PERSON_PURGED,
     RECORD_LINKED,
 )
+from kiban_linkage.domain.matching import MatchModel
 from kiban_linkage.store.tables import operator_log, records
 
 if TYPE_CHECKING:
@@ -487,3 +489,26 @@ async def test_an_optout_in_the_same_batch_as_the_persons_records_still_purges_t
         for e in linked.published(RECORD_LINKED)
         if e.data.institution_code == INSTITUTION and e.data.demographics.sex == "female"
     }
+
+
+async def test_a_batch_scores_its_candidates_together_not_one_pair_at_a_time(
+    linked: Linked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scalar = MatchModel.probability
+    calls: list[int] = []
+
+    def counted(self: MatchModel, a: Any, b: Any) -> float:
+        calls.append(1)
+        return scalar(self, a, b)
+
+    monkeypatch.setattr(MatchModel, "probability", counted)
+    await linked.receive(taro())
+    b = taro(institution_patient_id="B-1", insurance_numbers=["99990001"])
+    c = taro(institution_patient_id="C-1", postal_code="150-0001", address="東京都渋谷区1-1")
+    await linked.send_together(
+        linked.record(b, institution=OTHER_INSTITUTION),
+        linked.record(c, institution="3312345678"),
+    )
+    events = linked.published(RECORD_LINKED)
+    assert len({e.data.person for e in events}) == 1  # all three linked: pairs were scored
+    assert calls == []  # ... by the batch's vectorized scoring, never the scalar path

@@ -375,3 +375,26 @@ def test_batch_blocking_on_codes_equals_the_string_keys(
     expected = {(a, b) for members in by_key.values() for a in members for b in members if a < b}
     ia, ib, _ = candidate_pairs_dedupe(records)
     assert set(zip(ia.tolist(), ib.tolist(), strict=True)) == expected
+
+
+def test_batch_matching_equals_matching_one_record_at_a_time() -> None:
+    people = [normalize(x) for x in _people(400, seed=8)]
+    rng = random.Random(3)
+    stream = [normalize(_noisy(x, rng)) for x in _people(400, seed=8)[:150]]
+    fresh = _people(100, seed=9)
+    # new people seen twice in the stream: the second must meet the first within a batch
+    stream += [normalize(x) for x in fresh] + [normalize(_noisy(x, rng)) for x in fresh[:40]]
+    rng.shuffle(stream)
+    model = MatchModel.fit(people + stream, seed=0)
+    one, batch = MatchIndex(model), MatchIndex(model)
+    one.add_many(people)
+    batch.add_many(people)
+    expected = []
+    for record in stream:
+        expected.append(one.match(record))
+        one.add(record)
+    got = [m for k in range(0, len(stream), 64) for m in batch.match_and_add(stream[k : k + 64])]
+    assert sum(bool(m) for m in expected) >= 180  # the test says something
+    assert [[pos for pos, _ in m] for m in got] == [[pos for pos, _ in m] for m in expected]
+    for g, e in zip(got, expected, strict=True):
+        assert [p for _, p in g] == pytest.approx([p for _, p in e])

@@ -163,3 +163,16 @@ def test_identity_reprs_never_show_values() -> None:
     ident = Identity(family_name="山田")
     assert "山田" not in repr(ident)
     assert "山田" not in repr(normalize(ident))
+
+
+def test_unreadable_kanji_numerals_in_an_address_do_not_raise() -> None:
+    # 十十 is no number: kept as written instead of failing the record
+    assert address("東京都千代田区十十丁目5番") == "東京都千代田区十十丁目5"
+    assert address("東京都千代田区二十三丁目") == address("東京都千代田区23丁目")
+
+
+def test_insurance_numbers_in_plain_and_card_forms_agree() -> None:
+    plain = insurance_number("40162103-3988-1-01")
+    assert plain == ("40162103-3988-1-01", "40162103-3988-1")
+    assert insurance_number("４０１６２１０３　記号３９８８　番号１　枝番０１") == plain
+    assert insurance_number("No.40162103-3988-1-01") == plain

@@ -87,8 +87,8 @@ def _read(
     if not path.is_file():
         raise _UsageError(f"file not found: {path}")
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        header = reader.fieldnames or []
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None) or []
         if not header:
             raise _UsageError(f"{path.name}: no header row")
         id_col = id_column or header[0]
@@ -100,12 +100,19 @@ def _read(
             raise _UsageError(f"{path.name}: mapped column(s) not found: {', '.join(missing)}")
         if not columns:
             raise _UsageError(f"{path.name}: no column mapped to an identity field (use --map)")
+        # positions instead of a dict per row (as DictReader: the last column of a name wins)
+        position = {name: i for i, name in enumerate(header)}
+        fields = [(position[col], name) for col, name in columns.items()]
+        id_at = position[id_col]
         ids: list[str] = []
         records: list[Normalized] = []
         for row in reader:
+            if not row:
+                continue  # DictReader skips blank lines too
+            width = len(row)
             values: dict[str, Any] = {}
-            for col, name in columns.items():
-                value = row.get(col)
+            for at, name in fields:
+                value = row[at] if at < width else None
                 if not value:
                     continue
                 if name in values and name in _JOINED:
@@ -113,7 +120,7 @@ def _read(
                     values[name] = f"{values[name]}{_JOINED[name]}{value}"
                 else:
                     values[name] = value
-            ids.append(row.get(id_col) or "")
+            ids.append((row[id_at] if id_at < width else None) or "")
             records.append(normalize(identity_from_mapping(values)))
     return ids, records
 

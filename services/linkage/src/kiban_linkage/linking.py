@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, cast
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kiban_common.events import (
@@ -46,7 +47,13 @@ from kiban_linkage.context import (
     Linkage,
 )
 from kiban_linkage.domain.demographics import demographics
-from kiban_linkage.domain.matching import Normalized, identity_from_mapping, normalize
+from kiban_linkage.domain.matching import (
+    Columns,
+    Normalized,
+    identity_from_mapping,
+    normalize,
+    score_pairs,
+)
 from kiban_linkage.domain.persons import Scored, decide_link, new_person_key, survivor
 from kiban_linkage.domain.stripping import strip_resources
 from kiban_linkage.store import vault
@@ -95,6 +102,16 @@ class _Batch:
     merges: list[tuple[str, list[str]]] = field(default_factory=list)
     applied: list[tuple[str, BlockEntry, bool]] = field(default_factory=list)
     hits: list[int] = field(default_factory=list)
+    # per record of the batch: id(candidate Normalized) -> (that object, probability)
+    scores: list[dict[int, tuple[Normalized, float]]] = field(default_factory=list)
+
+    def probability(self, k: int, normalized: Normalized, other: Normalized) -> float:
+        """Record k's probability against `other`: scored with the batch (`_prescore`) when
+        it was among the candidates foreseen, else scored now (same function, same value)."""
+        got = self.scores[k].get(id(other)) if k < len(self.scores) else None
+        if got is not None and got[0] is other:
+            return got[1]
+        return self.ctx.model.probability(normalized, other)
 
     def blocked(self, person: str, institution: str) -> bool:
         scopes = self.blocks.get(person, ())
@@ -123,7 +140,8 @@ async def link_records(
     opened = [_open(ctx, e) for e in events]
     batch = _Batch(ctx, tx)
     await _load(batch, conn, opened)
-    outcomes = [await _link_one(batch, *item) for item in opened]
+    batch.scores = _prescore(batch, opened)
+    outcomes = [await _link_one(batch, position, *item) for position, item in enumerate(opened)]
     await _write(batch, conn)
     return outcomes
 
@@ -161,23 +179,70 @@ async def _load(batch: _Batch, conn: AsyncConnection, opened: Sequence[_Opened])
         batch.entries.setdefault(digest, []).append(entry)
 
 
+def _prescore(
+    batch: _Batch, opened: Sequence[_Opened]
+) -> list[dict[int, tuple[Normalized, float]]]:
+    """Score the batch's foreseeable candidate pairs at once (the vectorized comparison of
+    `kiban link`) instead of one scalar `probability` per pair in `_link_one`: for each record,
+    the loaded vault records sharing a blocking key (ranked and capped as `candidates` does)
+    and the earlier records of the batch sharing one. Anything `_link_one` meets beyond these
+    (a record replaced or deleted earlier in the batch) is scored there as before."""
+    ctx = batch.ctx
+    limit = ctx.options.max_candidates
+    objects: dict[int, Normalized] = {}  # id -> object, kept alive while scoring
+    left: list[int] = []
+    right: list[int] = []
+    earlier: dict[str, list[int]] = {}  # digest -> batch positions seen so far
+    for k, (_, _, _, normalized, digests) in enumerate(opened):
+        objects[id(normalized)] = normalized
+        shared: Counter[int] = Counter()
+        for d in digests:
+            shared.update(batch.by_digest.get(d, ()))
+        ranked = sorted(shared, key=lambda i: (-shared[i], -i))[:limit]
+        others = {id(o): o for o in (ctx.normalized(batch.known[i].token) for i in ranked)}
+        for d in digests:
+            for j in earlier.get(d, ()):
+                o = opened[j][3]
+                others[id(o)] = o
+            earlier.setdefault(d, []).append(k)
+        for key, o in others.items():
+            objects[key] = o
+            left.append(id(normalized))
+            right.append(key)
+    out: list[dict[int, tuple[Normalized, float]]] = [{} for _ in opened]
+    if not left:
+        return out
+    position = {key: p for p, key in enumerate(objects)}
+    records = list(objects.values())
+    ia = np.asarray([position[key] for key in left], dtype=np.int64)
+    ib = np.asarray([position[key] for key in right], dtype=np.int64)
+    probabilities = score_pairs(ctx.model, Columns.build(records), ia, ib).tolist()
+    owner = {id(item[3]): k for k, item in enumerate(opened)}
+    for a, b, p in zip(left, right, probabilities, strict=True):
+        out[owner[a]][b] = (objects[b], p)
+    return out
+
+
 async def _link_one(
     batch: _Batch,
+    position: int,
     event: Event[RecordReceivedV1],
     identity: dict[str, Any],
     resources: list[dict[str, Any]],
     normalized: Normalized,
     digests: list[str],
 ) -> Outcome:
-    ctx, model = batch.ctx, batch.ctx.model
+    ctx = batch.ctx
     institution = event.data.institution_code
     existing = batch.by_key.get(event.key)
     if existing is not None and batch.known[existing].deleted:
         existing = None
     scored = [
-        Scored(i, batch.known[i].person, model.probability(normalized, ctx.normalized(k.token)))
+        Scored(
+            i, known.person, batch.probability(position, normalized, ctx.normalized(known.token))
+        )
         for i in batch.candidates(digests)
-        if i != existing and (k := batch.known[i])
+        if i != existing and (known := batch.known[i])
     ]
     decision = decide_link(
         scored, link_threshold=ctx.link_threshold, possible_threshold=ctx.possible_threshold

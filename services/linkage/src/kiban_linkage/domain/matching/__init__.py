@@ -8,6 +8,7 @@ service README for the comparison levels and the rules on top of them.
 
 from kiban_linkage.domain.matching._batch import Links, dedupe, link, score_pairs
 from kiban_linkage.domain.matching._blocking import blocking_keys
+from kiban_linkage.domain.matching._columns import Columns
 from kiban_linkage.domain.matching._compare import FIELDS, LEVELS, compare
 from kiban_linkage.domain.matching._identity import Identity, Normalized, normalize
 from kiban_linkage.domain.matching._index import MatchIndex
@@ -18,6 +19,7 @@ __all__ = [
     "FIELDS",
     "IDENTITY_FIELDS",
     "LEVELS",
+    "Columns",
     "Identity",
     "Links",
     "MatchIndex",

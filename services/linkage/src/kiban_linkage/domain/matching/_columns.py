@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,22 @@ _NAME_FORMS = ("exact", "norm", "kana", "fold")
 class _Vocab:
     index: dict[str, int] = field(default_factory=dict)
     values: list[str] = field(default_factory=list)
+    _array: npt.NDArray[np.object_] | None = field(default=None, repr=False)
+    _filled: int = field(default=0, repr=False)  # values copied into _array so far
+
+    def array(self) -> npt.NDArray[np.object_]:
+        """`values` as a NumPy object array (fancy indexing in C); it grows by doubling, so a
+        vocabulary that gains a few values per batch is not copied whole each time."""
+        have = 0 if self._array is None else self._filled
+        if self._array is None or have < len(self.values):
+            if self._array is None or len(self._array) < len(self.values):
+                array = np.empty(max(len(self.values), 2 * have, 64), dtype=object)
+                if self._array is not None:
+                    array[:have] = self._array[:have]
+                self._array = array
+            self._array[have : len(self.values)] = self.values[have:]
+            self._filled = len(self.values)
+        return self._array
 
     def code(self, value: str | None) -> int:
         if value is None:
@@ -56,7 +73,7 @@ class Columns:
         vocabs: dict[str, _Vocab] = {}
         codes: dict[str, IntArray] = {}
 
-        def factorize(vocab_name: str, column: str, values: list[str | None]) -> None:
+        def factorize(vocab_name: str, column: str, values: Sequence[str | None]) -> None:
             vocab = vocabs.setdefault(vocab_name, _Vocab())
             index: dict[str | None, int] = {None: -1}
             index.update(vocab.index)
@@ -68,45 +85,69 @@ class Columns:
                 vocab.index = {k: i for k, i in index.items() if k is not None}
             codes[column] = np.asarray(out, dtype=np.int64)
 
+        n = len(records)
+        by_attr: dict[str, Sequence[Any]] = {
+            name: list(map(attrgetter(name), records)) for name in _ATTR_NAMES
+        }
         # family and given names share vocabularies so swapped names compare by code
         for form in _NAME_FORMS:
             for part in ("family", "given"):
                 attr = f"{part}_{form}"
-                factorize(f"name_{form}", attr, [getattr(r, attr) for r in records])
+                factorize(f"name_{form}", attr, by_attr[attr])
             vocabs[f"family_{form}"] = vocabs[f"given_{form}"] = vocabs[f"name_{form}"]
-        factorize("family_key", "family_key", [r.family_key for r in records])
-        factorize("given_key", "given_key", [r.given_key for r in records])
-        postals = [r.postal_code for r in records]
+        factorize(
+            "family_key",
+            "family_key",
+            [f or g for f, g in zip(by_attr["family_fold"], by_attr["family_norm"], strict=True)],
+        )
+        factorize(
+            "given_key",
+            "given_key",
+            [f or g for f, g in zip(by_attr["given_fold"], by_attr["given_norm"], strict=True)],
+        )
+        postals = by_attr["postal_code"]
         factorize("postal", "postal", postals)
         factorize(
             "postal3",
             "postal3",
             [p[:3] if p is not None and len(p) >= 4 else None for p in postals],
         )
-        addresses = [r.address for r in records]
+        addresses = by_attr["address"]
         factorize("address", "address", addresses)
         factorize(
             "numbers",
             "numbers",
             [c.address_numbers(a) if a is not None else None for a in addresses],
         )
-        factorize("sex", "sex", [r.sex for r in records])
+        factorize("sex", "sex", by_attr["sex"])
         for k in range(c.MAX_INSURANCE):
             factorize(
                 "insurance",
                 f"insurance{k}",
-                [r.insurance[k] if k < len(r.insurance) else None for r in records],
+                [x[k] if k < len(x) else None for x in by_attr["insurance"]],
             )
             factorize(
                 "household",
                 f"household{k}",
-                [r.households[k] if k < len(r.households) else None for r in records],
+                [x[k] if k < len(x) else None for x in by_attr["households"]],
             )
         dates = [
             int(bd[0:4] + bd[5:7] + bd[8:10]) if bd is not None else -1
-            for bd in (r.birth_date for r in records)
+            for bd in by_attr["birth_date"]
         ]
-        return cls(len(records), codes, vocabs, np.asarray(dates, dtype=np.int64))
+        return cls(n, codes, vocabs, np.asarray(dates, dtype=np.int64))
+
+
+_ATTR_NAMES = tuple(
+    [f"{part}_{form}" for form in _NAME_FORMS for part in ("family", "given")]
+    + ["birth_date", "sex", "postal_code", "address", "insurance", "households"]
+)
+
+
+def _below(threshold: float) -> float:
+    # rapidfuzz turns a similarity cutoff into a distance bound with float arithmetic: a value
+    # exactly at the threshold (an Indel of 0.8) could fall on the wrong side of it
+    return threshold - 1e-6
 
 
 def _pair_similarity(
@@ -114,8 +155,12 @@ def _pair_similarity(
     a: IntArray,
     b: IntArray,
     scorer: Any,
+    cutoff: float,
 ) -> npt.NDArray[np.float64]:
-    """Similarity per pair of codes (both >= 0), computed once per distinct code pair."""
+    """Similarity per pair of codes (both >= 0), computed once per distinct code pair.
+    `cutoff` is rapidfuzz's `score_cutoff` (a similarity below it reads 0, a distance above it
+    reads cutoff + 1): it lets the C++ scorers stop early, and the levels only compare the
+    result against thresholds at or beyond it."""
     out = np.zeros(len(a), dtype=np.float64)
     if len(a) == 0:
         return out
@@ -123,10 +168,10 @@ def _pair_similarity(
     combined = a * width + b
     unique, inverse = np.unique(combined, return_inverse=True)
     ua, ub = unique // width, unique % width
-    values = vocab.values
-    left = [values[i] for i in ua.tolist()]
-    right = [values[i] for i in ub.tolist()]
-    sims = process.cpdist(left, right, scorer=scorer, workers=-1, dtype=np.float64)
+    values = vocab.array()
+    sims = process.cpdist(
+        values[ua], values[ub], scorer=scorer, score_cutoff=cutoff, workers=-1, dtype=np.float64
+    )
     return np.asarray(sims, dtype=np.float64)[inverse]
 
 
@@ -147,14 +192,22 @@ def _name_levels(cols: Columns, part_a: str, part_b: str, ia: IntArray, ib: IntA
     sel = need & has_norm
     if sel.any():
         sim[sel] = _pair_similarity(
-            cols.vocabs["family_norm"], na[sel], nb[sel], JaroWinkler.normalized_similarity
+            cols.vocabs["family_norm"],
+            na[sel],
+            nb[sel],
+            JaroWinkler.normalized_similarity,
+            _below(c.NAME_MID),
         )
     sel = need & has_kana
     if sel.any():
         sim[sel] = np.maximum(
             sim[sel],
             _pair_similarity(
-                cols.vocabs["family_kana"], ka[sel], kb[sel], JaroWinkler.normalized_similarity
+                cols.vocabs["family_kana"],
+                ka[sel],
+                kb[sel],
+                JaroWinkler.normalized_similarity,
+                _below(c.NAME_MID),
             ),
         )
     level = np.where(
@@ -208,7 +261,11 @@ def _address_levels(cols: Columns, ia: IntArray, ib: IntArray) -> IntArray:
     need = present & (a != b)
     if need.any():
         sim = _pair_similarity(
-            cols.vocabs["address"], a[need], b[need], Indel.normalized_similarity
+            cols.vocabs["address"],
+            a[need],
+            b[need],
+            Indel.normalized_similarity,
+            _below(c.ADDRESS_SIMILAR),
         )
         numbers = cols.codes["numbers"]
         same_numbers = numbers[ia[need]] == numbers[ib[need]]
@@ -235,7 +292,7 @@ def _insurance_levels(cols: Columns, ia: IntArray, ib: IntArray) -> IntArray:
     need = present & ~shared & ~household
     if need.any():
         distance = _pair_similarity(
-            cols.vocabs["insurance"], first_a[need], first_b[need], Levenshtein.distance
+            cols.vocabs["insurance"], first_a[need], first_b[need], Levenshtein.distance, 1
         )
         level[np.flatnonzero(need)[distance <= 1]] = 2
     level[household] = 1
@@ -262,3 +319,80 @@ def compare_pairs(cols: Columns, ia: IntArray, ib: IntArray) -> npt.NDArray[np.i
     out[:, c.ADDRESS] = _address_levels(cols, ia, ib)
     out[:, c.INSURANCE] = _insurance_levels(cols, ia, ib)
     return out
+
+
+class GrowingColumns(Columns):
+    """`Columns` that records can be appended to (the streaming index): vocabularies grow,
+    code arrays have spare capacity (doubling), so an append costs the new records only."""
+
+    def __init__(self) -> None:
+        empty = Columns.build([])
+        super().__init__(0, dict(empty.codes), empty.vocabs, empty.dates)
+        self._vocab_of = {column: _vocab_name(column) for column in empty.codes}
+
+    def extend(self, records: Sequence[Normalized]) -> None:
+        if not records:
+            return
+        part = _codes_for(records, self.vocabs, self._vocab_of)
+        n, m = self.n, len(records)
+        for column, values in part.items():
+            self.codes[column] = _put(self.codes[column], n, values)
+        self.dates = _put(self.dates, n, _dates_of(records))
+        self.n = n + m
+
+
+def _vocab_name(column: str) -> str:
+    if column.startswith(("family_", "given_")) and column.split("_", 1)[1] in _NAME_FORMS:
+        return f"name_{column.split('_', 1)[1]}"
+    for prefix in ("insurance", "household"):
+        if column.startswith(prefix):
+            return prefix
+    return column
+
+
+def _put(array: IntArray, at: int, values: IntArray) -> IntArray:
+    end = at + len(values)
+    if end > len(array):
+        grown = np.full(max(end, 2 * len(array), 1024), -1, dtype=np.int64)
+        grown[:at] = array[:at]
+        array = grown
+    array[at:end] = values
+    return array
+
+
+def _dates_of(records: Sequence[Normalized]) -> IntArray:
+    return np.asarray(
+        [
+            int(bd[0:4] + bd[5:7] + bd[8:10]) if (bd := r.birth_date) is not None else -1
+            for r in records
+        ],
+        dtype=np.int64,
+    )
+
+
+def _codes_for(
+    records: Sequence[Normalized], vocabs: dict[str, _Vocab], vocab_of: dict[str, str]
+) -> dict[str, IntArray]:
+    """Codes of a few records in existing (growing) vocabularies: one dict lookup per value,
+    no copy of a vocabulary."""
+    values: dict[str, list[str | None]] = {column: [] for column in vocab_of}
+    for r in records:
+        for form in _NAME_FORMS:
+            values[f"family_{form}"].append(getattr(r, f"family_{form}"))
+            values[f"given_{form}"].append(getattr(r, f"given_{form}"))
+        values["family_key"].append(r.family_key)
+        values["given_key"].append(r.given_key)
+        postal = r.postal_code
+        values["postal"].append(postal)
+        values["postal3"].append(postal[:3] if postal is not None and len(postal) >= 4 else None)
+        address = r.address
+        values["address"].append(address)
+        values["numbers"].append(c.address_numbers(address) if address is not None else None)
+        values["sex"].append(r.sex)
+        for k in range(c.MAX_INSURANCE):
+            values[f"insurance{k}"].append(r.insurance[k] if k < len(r.insurance) else None)
+            values[f"household{k}"].append(r.households[k] if k < len(r.households) else None)
+    return {
+        column: np.asarray([vocabs[vocab_of[column]].code(v) for v in column_values], np.int64)
+        for column, column_values in values.items()
+    }

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import jaconv
 
-from kiban_linkage.domain.matching._text import variant_fold
+from kiban_linkage.domain.matching._text import variant_table
 
 __all__ = ["address", "birth_date", "insurance_number", "postal_code", "sex"]
 
@@ -103,20 +103,29 @@ def postal_code(value: str | None) -> str | None:
 
 
 _KANJI_DIGITS = str.maketrans("〇一二三四五六七八九", "0123456789")
-_BLOCK_WORDS = re.compile(r"(\d+)\s*(?:丁目|番地|番|号|の)")
+# A block word after a number becomes one separator (`5丁目23番20号` → `5-23-20`); the
+# look-behind replaces the word alone, which spares re-emitting the digits through a template.
+_BLOCK_WORDS = re.compile(r"(?<=\d)\s*(?:丁目|番地|番|号|の)")
 _KANJI_NUMBER = re.compile(r"([〇一二三四五六七八九十]+)(?=丁目|番地|番|号)")
+_HAS_KANJI_NUMBER = re.compile(r"[〇一二三四五六七八九十]")
 _ADDRESS_SPACES = re.compile(r"[\s\u3000,、。・.]+")
 _ADDRESS_DASHES = re.compile(r"[\-‐－―ー−]+")
 
 
 def _kanji_number(match: re.Match[str]) -> str:
     text = match.group(1)
-    if "十" in text:
+    if text.count("十") == 1:  # 十, 二十, 二十三 (anything else: digits as written)
         tens, _, ones = text.partition("十")
         value = (int(tens.translate(_KANJI_DIGITS)) if tens else 1) * 10
         value += int(ones.translate(_KANJI_DIGITS)) if ones else 0
         return str(value)
     return text.translate(_KANJI_DIGITS)
+
+
+@cache
+def _address_translation() -> dict[int, str]:
+    # variant kanji folded and hiragana made katakana in one pass (disjoint keys)
+    return {**jaconv.jaconv.H2K_TABLE, **{ord(k): v for k, v in variant_table().items()}}
 
 
 def address(value: str | None) -> str | None:
@@ -125,10 +134,12 @@ def address(value: str | None) -> str | None:
     and `東京都千代田区1-2-3` compare equal."""
     if not value:
         return None
-    text = variant_fold(unicodedata.normalize("NFKC", value)).casefold()
-    text = jaconv.hira2kata(text)
-    text = _KANJI_NUMBER.sub(_kanji_number, text)
-    text = _BLOCK_WORDS.sub(r"\1-", text)
+    if not unicodedata.is_normalized("NFKC", value):
+        value = unicodedata.normalize("NFKC", value)
+    text = value.translate(_address_translation()).casefold()
+    if _HAS_KANJI_NUMBER.search(text):
+        text = _KANJI_NUMBER.sub(_kanji_number, text)
+    text = _BLOCK_WORDS.sub("-", text)
     text = _ADDRESS_SPACES.sub("", text)
     text = _ADDRESS_DASHES.sub("-", text).strip("-")
     return text or None
@@ -138,7 +149,9 @@ _INSURANCE_LABELS = re.compile(r"(保険者番号|記号|番号|枝番|NO|被保
 _ALNUM = re.compile(r"[0-9A-Z]+")
 
 
-@lru_cache(maxsize=65536)
+_PLAIN_NUMBER = re.compile(r"[0-9]+(?:-[0-9]+)*")
+
+
 def insurance_number(value: str | None) -> tuple[str, str | None] | None:
     """(number, household) of an insurance identifier.
 
@@ -147,15 +160,22 @@ def insurance_number(value: str | None) -> tuple[str, str | None] | None:
     form drops the two-digit 枝番 (branch, per insured person since 2021) so family members
     share it and twins can be told apart; it is None when there is no branch. Leading zeros
     of the 記号/番号 groups are kept: insurers print them consistently. Labels and
-    punctuation are ignored."""
+    punctuation are ignored. (Not cached: numbers are nearly unique per person.)"""
     if not value:
         return None
-    text = _INSURANCE_LABELS.sub(" ", unicodedata.normalize("NFKC", value).upper())
-    groups = _ALNUM.findall(text)
-    if not groups:
-        return None
-    number = "-".join(groups)
+    if _PLAIN_NUMBER.fullmatch(value):  # already `digits-digits-...`: nothing to fold
+        number = value
+        groups = value.split("-")
+    else:
+        text = unicodedata.normalize("NFKC", value).upper()
+        if "NO" in text or "被" in text:
+            text = _INSURANCE_LABELS.sub(" ", text)
+        # the kanji labels (記号, 番号, ...) are not [0-9A-Z]: they separate groups as they are
+        groups = _ALNUM.findall(text)
+        if not groups:
+            return None
+        number = "-".join(groups)
     household = None
     if len(groups) >= 4 and len(groups[-1]) == 2 and groups[-1].isdigit():
-        household = "-".join(groups[:-1])
+        household = number[: -len(groups[-1]) - 1]
     return number, household

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kiban_linkage.domain.matching import _fields, _text
 
@@ -73,17 +75,52 @@ def _intern(value: str | None) -> str | None:
     return sys.intern(value) if value is not None else None
 
 
+_NameForms = tuple[str | None, str | None, str | None, str | None]
+_Memo = dict[Any, Any]
+_MEMO_SIZE = 1 << 17  # distinct values remembered per field (then the memo starts over)
+_names: _Memo = {}
+_dates: _Memo = {}
+_postals: _Memo = {}
+_sexes: _Memo = {}
+
+
+def _remember(memo: _Memo, key: Any, value: Any) -> Any:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+def _name_forms(spelling: str | None, reading: str | None) -> _NameForms:
+    """(exact, normalized, kana, folded kana) of one name, memoized by (spelling, reading):
+    names repeat, so most records cost one dictionary lookup per name."""
+    got: _NameForms | None = _names.get((spelling, reading))
+    if got is not None:
+        return got
+    exact, norm = _text.latin_or_kanji(spelling)
+    kana = _text.kana(reading)
+    # A name given only in kana (or half-width kana in the kanji field) is also its reading.
+    if kana is None and norm is not None and _all_kana(norm):
+        kana = _text.kana(norm)
+    forms = (_intern(exact), _intern(norm), _intern(kana), _intern(_text.fold_kana(kana)))
+    return _remember(_names, (spelling, reading), forms)  # type: ignore[no-any-return]
+
+
+def _memoized(memo: _Memo, parse: Callable[[str | None], str | None], value: str | None) -> Any:
+    got = memo.get(value, memo)
+    if got is not memo:
+        return got
+    return _remember(memo, value, _intern(parse(value)))
+
+
 def normalize(identity: Identity) -> Normalized:
     """All comparison forms of `identity`; pure and deterministic."""
-    family_exact, family_norm = _text.latin_or_kanji(identity.family_name)
-    given_exact, given_norm = _text.latin_or_kanji(identity.given_name)
-    family_kana = _text.kana(identity.family_name_kana)
-    given_kana = _text.kana(identity.given_name_kana)
-    # A name given only in kana (or half-width kana in the kanji field) is also its reading.
-    if family_kana is None and family_norm is not None:
-        family_kana = _text.kana(family_norm) if _all_kana(family_norm) else None
-    if given_kana is None and given_norm is not None:
-        given_kana = _text.kana(given_norm) if _all_kana(given_norm) else None
+    family_exact, family_norm, family_kana, family_fold = _name_forms(
+        identity.family_name, identity.family_name_kana
+    )
+    given_exact, given_norm, given_kana, given_fold = _name_forms(
+        identity.given_name, identity.given_name_kana
+    )
     numbers: list[str] = []
     households: list[str] = []
     for raw in identity.insurance_numbers:
@@ -96,21 +133,21 @@ def normalize(identity: Identity) -> Normalized:
         if household is not None and household not in households:
             households.append(household)
     return Normalized(
-        family_exact=_intern(family_exact),
-        family_norm=_intern(family_norm),
-        family_kana=_intern(family_kana),
-        family_fold=_intern(_text.fold_kana(family_kana)),
-        given_exact=_intern(given_exact),
-        given_norm=_intern(given_norm),
-        given_kana=_intern(given_kana),
-        given_fold=_intern(_text.fold_kana(given_kana)),
-        birth_date=_intern(_fields.birth_date(identity.birth_date)),
-        sex=_fields.sex(identity.sex),
-        postal_code=_intern(_fields.postal_code(identity.postal_code)),
-        address=_fields.address(identity.address),
-        insurance=tuple(numbers),
-        households=tuple(households),
-        institution_patient_id=identity.institution_patient_id,
+        family_exact,
+        family_norm,
+        family_kana,
+        family_fold,
+        given_exact,
+        given_norm,
+        given_kana,
+        given_fold,
+        _memoized(_dates, _fields.birth_date, identity.birth_date),
+        _memoized(_sexes, _fields.sex, identity.sex),
+        _memoized(_postals, _fields.postal_code, identity.postal_code),
+        _fields.address(identity.address),
+        tuple(numbers),
+        tuple(households),
+        identity.institution_patient_id,
     )
 
 
