@@ -184,14 +184,14 @@ async def test_no_canary_identity_reaches_logs_spans_or_the_information_zone(
             started[name] = await context.__aenter__()
             contexts.append(context)
         await _scenario(started, data)
-        leaks = _leaks(logs.lines, "log") + _leaks(list(_span_texts(spans)), "span")
-        optout = started["optout"]
-        leaks += _leaks(await _rows(optout, AUDIT_TABLE), "optout audit row")
-        leaks += _leaks(await _rows(optout, OUTBOX), "optout outbox row")
-        # Only then canaries in request paths, for the metrics: a path is the caller's own
-        # input, kept raw by the audit log when it matches no route and by the HTTP spans
-        # (`url.path`), never in a metric label.
+        leaks = _leaks(logs.lines, "log")  # before the test client's own httpx logs its paths
+        # Canaries in request paths too: a path is the caller's own input; spans keep the route
+        # template, audit rows and metric labels the template or the masked path.
         await _requests_with_canaries_in_paths(started, data)
+        leaks += _leaks(list(_span_texts(spans)), "span")
+        for name, svc in started.items():
+            leaks += _leaks(await _rows(svc, AUDIT_TABLE), f"{name} audit row")
+        leaks += _leaks(await _rows(started["optout"], OUTBOX), "optout outbox row")
         exposition = {name: await _metrics(svc) for name, svc in started.items()}
         for name, text in exposition.items():
             leaks += _leaks(text.splitlines(), f"{name} /metrics")

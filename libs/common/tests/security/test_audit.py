@@ -355,3 +355,13 @@ async def test_a_failed_batch_is_counted_for_every_request_in_it(
         await asyncio.gather(*(raw_call(middleware) for _ in range(5)))
     assert middleware.failed_writes == 5
     assert "audit row not written (RuntimeError" in caplog.text
+
+
+def test_an_unmatched_path_keeps_plain_words_and_masks_what_may_be_data() -> None:
+    from kiban_common.security._routes import masked_path
+
+    assert masked_path("/wp-admin/setup.php") == "/wp-admin/setup.php"
+    assert masked_path("/v1/nowhere/x") == "/v1/nowhere/x"
+    assert masked_path("/v1/nowhere/山田/1937-02-28") == "/v1/nowhere/*/*"
+    assert masked_path("/v1/patients/13123456/records") == "/v1/patients/*/records"
+    assert len(masked_path("/a" * 1000)) <= 200

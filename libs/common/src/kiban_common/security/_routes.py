@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from starlette.types import Scope
 
 MAX_RAW_PATH = 200
+# A path segment kept as it is when nothing matched: a plain ASCII word with at most two digits
+# (`wp-admin`, `.env`, `v1`, `setup.php`). Anything else (numbers, dates, non-ASCII, long
+# values) may be a caller's data and becomes `*`.
+_PLAIN_SEGMENT = re.compile(r"^(?=(?:[^0-9]*[0-9]){0,2}[^0-9]*$)[A-Za-z_.~-][A-Za-z0-9_.~-]{0,39}$")
 
 
 def route_template(scope: Scope, *, root_path: str = "") -> str | None:
@@ -23,9 +28,17 @@ def route_template(scope: Scope, *, root_path: str = "") -> str | None:
 
 
 def route_or_path(scope: Scope, *, root_path: str = "") -> str:
-    """The template when a route matched, else the raw path cut to 200 characters (never the
-    query string)."""
+    """The template when a route matched, else the path with every segment that is not a
+    plain word masked (`/v1/nowhere/*/*`): probes for `/wp-admin/setup.php` stay readable,
+    a name or a birth date a caller put in a path does not reach the audit log or a span."""
     template = route_template(scope, root_path=root_path)
     if template is not None:
         return template[:255]
-    return str(scope.get("path", ""))[:MAX_RAW_PATH]
+    return masked_path(str(scope.get("path", "")))
+
+
+def masked_path(path: str) -> str:
+    segments = path[: MAX_RAW_PATH * 4].split("/")
+    return "/".join(s if not s or _PLAIN_SEGMENT.fullmatch(s) else "*" for s in segments)[
+        :MAX_RAW_PATH
+    ]

@@ -15,6 +15,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import Span
 
 from kiban_common.bus import MemoryBroker
 from kiban_common.events import Zone
@@ -29,6 +30,7 @@ from kiban_common.security import (
     ZoneGuard,
     install_error_handlers,
 )
+from kiban_common.security._routes import masked_path
 from kiban_common.service._definition import ServiceDefinition
 from kiban_common.service._monitor import AccessMonitor, security_router
 from kiban_common.service._runtime import ServiceRuntime
@@ -106,13 +108,33 @@ def build_app(
         exempt_paths=_UNAUDITED,
     )
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=runtime.tracer_provider, excluded_urls="healthz,readyz,/metrics$"
+        app,
+        tracer_provider=runtime.tracer_provider,
+        excluded_urls="healthz,readyz,/metrics$",
+        server_request_hook=_scrub_request_span,
     )
     # Outermost of all: HTTP metrics count what the layers above refused too.
     install_metrics(
         app, runtime, allowed_networks=settings.zone_guard.allowed_networks, exempt_paths=_UNGUARDED
     )
     return app
+
+
+# Span attributes the ASGI instrumentation fills with the concrete path, URL or query string.
+_PATH_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.full", "url.query")
+
+
+def _scrub_request_span(span: Span, scope: dict[str, Any]) -> None:
+    """An HTTP span keeps the route template, never the concrete path or query: ids, and
+    whatever a caller puts in a path, would otherwise leave the zone with the traces."""
+    if not span.is_recording():
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    route = attributes.get("http.route")
+    shown = str(route) if route else masked_path(str(scope.get("path", "")))
+    for key in _PATH_ATTRIBUTES:
+        if key in attributes:
+            span.set_attribute(key, "" if key == "url.query" else shown)
 
 
 def _health_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
