@@ -150,6 +150,62 @@ async def test_anonymized_releases_draw_new_person_ids_pseudonymized_keep_them_p
         assert not any("aaaaaaaaaaaaaaaaaaaa" in v for r in rows[release] for v in r.values())
 
 
+async def test_every_table_in_csv_and_parquet_carries_the_same_person_ids(
+    service: RunningService, peer: Peer
+) -> None:
+    """A row sample of any released file, CSV or Parquet, names its person: every table has a
+    `person_id` column in both formats with the same values row by row; anonymized ids are new
+    per release, pseudonymized ids stable per application."""
+    await _load(service, peer, 30)
+    tables = (
+        "Patient",
+        "Condition",
+        "Observation",
+        "MedicationRequest",
+        "AllergyIntolerance",
+        "Procedure",
+        "Encounter",
+    )
+    releases = {
+        "rel-t1": ("app-1", "anonymized"),
+        "rel-t2": ("app-1", "anonymized"),
+        "rel-t3": ("app-1", "pseudonymized"),
+        "rel-t4": ("app-1", "pseudonymized"),
+    }
+    for release, (application, kind) in releases.items():
+        await peer.request(dataset_request(release, application, kind=kind, resources=tables))
+    ids: dict[str, set[str]] = {}
+    for release in releases:
+        build = await build_of(service, release)
+        assert build["status"] == "ready", build["reason"]
+        files = _files(build)
+        names = {n.rsplit(".", 1)[0] for n in files}
+        assert names == {
+            "persons",
+            "conditions",
+            "observations",
+            "medications",
+            "allergies",
+            "procedures",
+            "encounters",
+        }
+        assert {f"{t}.{ext}" for t in names for ext in ("csv", "parquet")} == set(files)
+        people = {p["person_id"] for p in _csv(files["persons.csv"])}
+        assert people
+        assert all(people)
+        for name in names:
+            from_csv = [r["person_id"] for r in _csv(files[f"{name}.csv"])]
+            parquet = pq.read_table(files[f"{name}.parquet"])
+            assert parquet.column_names[0] == "person_id", name
+            assert parquet.column("person_id").to_pylist() == from_csv, name
+            assert all(from_csv), name  # no row without its person
+            assert set(from_csv) <= people, name
+        ids[release] = people
+    assert ids["rel-t1"].isdisjoint(ids["rel-t2"])  # anonymized: random per release
+    assert ids["rel-t3"] == ids["rel-t4"]  # pseudonymized: stable per application
+    assert ids["rel-t3"].isdisjoint(ids["rel-t1"])
+
+
 async def test_a_build_that_cannot_reach_k_fails_loudly_and_ships_nothing(
     service: RunningService, peer: Peer
 ) -> None:
