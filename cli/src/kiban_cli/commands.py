@@ -148,8 +148,15 @@ async def audit_verify(args: argparse.Namespace) -> int:
     finally:
         await engine.dispose()
     if report.ok:
+        pending = (
+            f"; {report.pending} newer entries not chained yet (the running service links them "
+            "within a second; a stopped one on its next start)"
+            if report.pending
+            else ""
+        )
         print(
-            f"{service.name}: audit chain intact, {report.entries} entries, last {report.last_hash}"
+            f"{service.name}: audit chain intact, {report.entries} entries, "
+            f"last {report.last_hash}{pending}"
         )
         return 0
     print(

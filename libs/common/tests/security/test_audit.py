@@ -24,6 +24,7 @@ from kiban_common.security import (
     ZoneGuard,
     append_only_ddl,
     audit_table,
+    chained_log_ddl,
 )
 
 from .app import build
@@ -45,6 +46,9 @@ async def table(engine: AsyncEngine) -> Table:
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
         for statement in append_only_ddl(table.name, connection.dialect.name):
+            await connection.execute(text(statement))
+        columns = [c.name for c in table.columns]
+        for statement in chained_log_ddl(table.name, columns, connection.dialect.name):
             await connection.execute(text(statement))
     return table
 
@@ -330,8 +334,11 @@ async def test_concurrent_requests_share_one_commit_and_the_chain_holds(
     assert len(batches) < 40
     async with engine.connect() as connection:
         report = await verify_audit_log(connection, table, log.anchors)
-    assert report.ok
-    assert report.entries == 40
+    assert (report.ok, report.entries, report.pending) == (True, 0, 40)  # not linked yet
+    assert await log.chain_all(sessions) == 40
+    async with engine.connect() as connection:
+        report = await verify_audit_log(connection, table, log.anchors)
+    assert (report.ok, report.entries, report.pending) == (True, 40, 0)
 
 
 async def test_a_failed_batch_is_counted_for_every_request_in_it(

@@ -17,6 +17,7 @@ from kiban_common.security import (
     AuditRecord,
     append_only_ddl,
     audit_table,
+    chained_log_ddl,
     verify_audit_log,
 )
 
@@ -32,6 +33,9 @@ async def test_append_only_on_postgresql(postgres_url: str) -> None:
             for _ in range(2):  # idempotent
                 for statement in append_only_ddl(table.name, connection.dialect.name):
                     await connection.execute(text(statement))
+                columns = [c.name for c in table.columns]
+                for statement in chained_log_ddl(table.name, columns, connection.dialect.name):
+                    await connection.execute(text(statement))
             record = AuditRecord(
                 at=datetime.now(UTC),
                 principal="operator:o-1",
@@ -45,8 +49,15 @@ async def test_append_only_on_postgresql(postgres_url: str) -> None:
             )
             log = AuditLog(table, metadata.tables[AUDIT_ANCHORS_TABLE])
             await log.append(connection, [record.as_row(), record.as_row()])
+        # a pending entry's own columns are frozen too; only the chainer's one update passes
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with engine.begin() as connection:
+                await connection.execute(update(table).values(status=500))
+        async with engine.begin() as connection:
+            assert await log.chain_pending(connection) == 2
         changes: list[Executable] = [
             update(table).values(status=500),
+            update(table).values(seq=table.c.seq + 10),
             delete(table),
             text(f"TRUNCATE {table.name}"),
         ]

@@ -216,6 +216,10 @@ async def rotate_keys(
                 break
         async with engine.connect() as connection:
             state.remaining = await _count(connection, table, pending_where)
+    if audit is not None:  # link this run's entries now (a running service's chainer would too)
+        async with engine.begin() as connection:
+            while await audit.chain_pending(connection):
+                pass
     return report
 
 

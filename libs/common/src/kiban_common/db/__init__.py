@@ -7,13 +7,20 @@ from kiban_common.db._migrations import (
     run_migrations_env,
     schema_drift,
 )
-from kiban_common.db._shared import create_shared_tables, drop_shared_tables, shared_tables
+from kiban_common.db._shared import (
+    chain_audit_after_commit,
+    create_shared_tables,
+    drop_shared_tables,
+    shared_tables,
+    unchain_audit_after_commit,
+)
 from kiban_common.db._tables import OUTBOX, PROCESSED, outbox_table, processed_table
 
 __all__ = [
     "OUTBOX",
     "PROCESSED",
     "async_url",
+    "chain_audit_after_commit",
     "create_engine",
     "create_shared_tables",
     "current_revision",
@@ -26,4 +33,5 @@ __all__ = [
     "schema_drift",
     "session_factory",
     "shared_tables",
+    "unchain_audit_after_commit",
 ]

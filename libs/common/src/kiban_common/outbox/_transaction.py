@@ -184,7 +184,7 @@ async def transaction(
     audit: AuditLog | None = None,
 ) -> AsyncIterator[Transaction]:
     """Open a unit of work; commit on normal exit, roll back on an exception. Audit entries are
-    appended last, just before the commit, so the chain's lock is held as briefly as possible."""
+    inserted with the change and linked into the chain after the commit by the chainer."""
     async with sessions() as session:
         await session.begin()
         try:
@@ -192,10 +192,12 @@ async def transaction(
             yield tx
             await tx._run_before_commit()
             await tx.flush()
-            await tx._append_audit()
+            audited = await tx._append_audit()
             await session.commit()
         except BaseException:
             await session.rollback()
             raise
     if tx.emitted and outbox.on_commit is not None:
         outbox.on_commit()
+    if audited and audit is not None:
+        audit.appended()

@@ -9,7 +9,7 @@ Claims can hold personal data: they are on `Principal.claims` for the code that 
 nowhere else (not in reprs, error messages, logs or the audit log).
 """
 
-from kiban_common.security._append_only import append_only_ddl
+from kiban_common.security._append_only import append_only_ddl, chained_log_ddl
 from kiban_common.security._audit import (
     AUDIT_ANCHORS_TABLE,
     AUDIT_TABLE,
@@ -74,6 +74,7 @@ __all__ = [
     "bearer_principal",
     "blocks_table",
     "breached_rule",
+    "chained_log_ddl",
     "install_error_handlers",
     "principal_allowed_in_zone",
     "require_scope",

@@ -16,6 +16,7 @@ out of it (only a request that matched no route keeps its raw path, cut to 200 c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -36,11 +37,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     false,
+    func,
     insert,
     select,
     text,
+    update,
 )
 from starlette.datastructures import Headers, MutableHeaders
 
@@ -73,12 +77,15 @@ def audit_table(metadata: MetaData, name: str = AUDIT_TABLE) -> Table:
 
     `kind` is `request` (one per HTTP call) or `data` (a data operation a service records:
     `action`, the ids it touched in `refs`, how many in `count`, and the application or opt-out
-    it served in `purpose`). Entries hold ids only, never personal data."""
+    it served in `purpose`). Entries hold ids only, never personal data. `seq`, `prev_hash` and
+    `hash` are NULL until the chainer links the entry (`AuditLog.chain_pending`); the
+    triggers of `chained_log_ddl` allow exactly that one update."""
     table = Table(
         name,
         metadata,
         Column("id", _BigId, primary_key=True, autoincrement=True),
-        Column("seq", BigInteger, nullable=False, unique=True),
+        # Filled by the chainer after the row's own transaction commits (NULL until then).
+        Column("seq", BigInteger, nullable=True, unique=True),
         Column("at", DateTime(timezone=True), nullable=False),
         Column("kind", String(16), nullable=False, server_default="request"),
         Column("principal", String(256), nullable=True),
@@ -93,8 +100,8 @@ def audit_table(metadata: MetaData, name: str = AUDIT_TABLE) -> Table:
         Column("refs", Text, nullable=True),
         Column("count", Integer, nullable=True),
         Column("purpose", String(128), nullable=True),
-        Column("prev_hash", String(64), nullable=False),
-        Column("hash", String(64), nullable=False),
+        Column("prev_hash", String(64), nullable=True),
+        Column("hash", String(64), nullable=True),
     )
     Index(f"ix_{name}_at", table.c.at)
     Index(f"ix_{name}_principal_at", table.c.principal, table.c.at)
@@ -109,47 +116,108 @@ def audit_table(metadata: MetaData, name: str = AUDIT_TABLE) -> Table:
 
 
 class AuditLog:
-    """Appends entries to a service's chained audit table.
+    """A service's chained audit table: entries are appended unchained, then linked.
 
-    Appends are serialized by a database lock taken before the last entry is read: on
-    PostgreSQL a transaction-scoped advisory lock (every replica), on SQLite the database's
-    write lock, taken by a write that touches no row. Either is held until the caller's
-    transaction ends, and no other lock is taken while waiting for it, so an append can never
-    deadlock with a transaction that already writes. Call `append` inside an open transaction.
+    `append` is a plain insert in the caller's transaction, so an entry commits with the change
+    it records and no writer waits for another. `chain_pending` links committed, unchained
+    entries in `id` order (seq, prev_hash, hash; an anchor every `anchor_every`): it runs in its
+    own short transaction under a database lock — on PostgreSQL a transaction-scoped advisory
+    lock (one chainer across replicas), on SQLite the write lock, taken by a write that touches
+    no row — from the service's background chainer, woken after each commit that appended.
     """
 
     def __init__(self, table: Table, anchors: Table, *, anchor_every: int = ANCHOR_EVERY) -> None:
         self.table = table
         self.anchors = anchors
         self.anchor_every = anchor_every
+        self._appended = asyncio.Event()
 
     async def append(self, connection: AsyncConnection, entries: list[dict[str, Any]]) -> None:
-        if not entries:
-            return
+        if entries:
+            await connection.execute(
+                insert(self.table), [{"kind": "request", **entry} for entry in entries]
+            )
+
+    def appended(self) -> None:
+        """Called after a commit that appended entries: wakes the chainer."""
+        self._appended.set()
+
+    async def chain_pending(self, connection: AsyncConnection, *, limit: int = 1000) -> int:
+        """Link up to `limit` unchained entries after the last chained one; returns how many.
+        Call inside a transaction of its own; the lock is held until it ends."""
+        t = self.table
         if connection.dialect.name == "postgresql":
             await connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
         else:
             await connection.execute(delete(self.anchors).where(false()))
+        pending = (
+            await connection.execute(
+                select(t).where(t.c.seq.is_(None)).order_by(t.c.id).limit(limit)
+            )
+        ).all()
+        if not pending:
+            return 0
         last = (
             await connection.execute(
-                select(self.table.c.seq, self.table.c.hash)
-                .order_by(self.table.c.seq.desc())
+                select(t.c.seq, t.c.hash)
+                .where(t.c.seq.is_not(None))
+                .order_by(t.c.seq.desc())
                 .limit(1)
             )
         ).first()
         seq, prev = (int(last.seq), str(last.hash)) if last else (0, GENESIS)
-        rows, anchors = [], []
-        for entry in entries:
+        links, anchors = [], []
+        for row in pending:
+            entry = dict(row._mapping)
             seq += 1
-            row = {"kind": "request", **entry}
-            digest = link(prev, seq, canonical(row))
-            rows.append({**row, "seq": seq, "prev_hash": prev, "hash": digest})
+            digest = link(prev, seq, canonical(entry))
+            links.append(
+                {"row_id": entry["id"], "new_seq": seq, "new_prev": prev, "new_hash": digest}
+            )
             if seq % self.anchor_every == 0:
-                anchors.append({"seq": seq, "hash": digest, "at": row["at"]})
+                anchors.append({"seq": seq, "hash": digest, "at": entry["at"]})
             prev = digest
-        await connection.execute(insert(self.table), rows)
+        await connection.execute(
+            update(t)
+            .where(t.c.id == bindparam("row_id"), t.c.seq.is_(None))
+            .values(
+                seq=bindparam("new_seq"),
+                prev_hash=bindparam("new_prev"),
+                hash=bindparam("new_hash"),
+            ),
+            links,
+        )
         if anchors:
             await connection.execute(insert(self.anchors), anchors)
+        return len(links)
+
+    async def chain_all(self, sessions: async_sessionmaker[Any]) -> int:
+        """Chain every committed, unchained entry, a batch per transaction."""
+        total = 0
+        while True:
+            async with sessions() as session, session.begin():
+                linked = await self.chain_pending(await session.connection())
+            total += linked
+            if not linked:
+                return total
+
+    async def run_chainer(
+        self, sessions: async_sessionmaker[Any], stopping: asyncio.Event, *, poll: float = 1.0
+    ) -> None:
+        """The background chainer: after each wake-up (or `poll` seconds, for entries other
+        processes left), chain everything pending. The runtime makes a last pass with
+        `chain_all` once every other task of the service has stopped."""
+        while not stopping.is_set():
+            self._appended.clear()
+            try:
+                await self.chain_all(sessions)
+            except Exception as exc:
+                _log.warning("audit chaining failed (%s); retrying", type(exc).__name__)
+            waiter = asyncio.ensure_future(self._appended.wait())
+            stop = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({waiter, stop}, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+            for future in (waiter, stop):
+                future.cancel()
 
 
 class AuditWriter:
@@ -191,6 +259,7 @@ class AuditWriter:
                     if not done.done():
                         done.set_exception(exc)
             else:
+                self.log.appended()
                 for _, done in batch:
                     if not done.done():
                         done.set_result(None)
@@ -334,7 +403,9 @@ async def verify_audit_log(
     connection: AsyncConnection, table: Table, anchors: Table, *, batch: int = 5000
 ) -> ChainReport:
     """Read a service's audit log in `seq` order, a page at a time, checking its chain and
-    anchors as it goes (memory stays bounded by the page, not the log)."""
+    anchors as it goes (memory stays bounded by the page, not the log). Entries not chained
+    yet (committed in the last moments, or left by a process that stopped before its chainer
+    ran; the next start chains them) are counted in `pending`."""
     anchored = {
         int(row.seq): str(row.hash)
         for row in await connection.execute(select(anchors.c.seq, anchors.c.hash))
@@ -348,8 +419,14 @@ async def verify_audit_log(
             )
         ).all()
         if not page:
-            return verifier.finish()
+            break
         for row in page:
             if (bad := verifier.feed(dict(row._mapping))) is not None:
                 return bad
         last = int(page[-1].seq)
+    pending = (
+        await connection.execute(
+            select(func.count()).select_from(table).where(table.c.seq.is_(None))
+        )
+    ).scalar_one()
+    return dataclasses.replace(verifier.finish(), pending=int(pending))

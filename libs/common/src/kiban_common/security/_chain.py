@@ -60,6 +60,7 @@ class ChainReport:
     last_hash: str
     first_bad_seq: int | None = None
     reason: str | None = None
+    pending: int = 0  # committed entries not linked into the chain yet
 
     @property
     def ok(self) -> bool:

@@ -129,6 +129,11 @@ class ServiceRuntime:
         if topics:
             await self.bus.transport.ensure_topics(topics)
         self._tasks.append(self._supervise("outbox-relay", self.relay.run))
+        self._tasks.append(
+            self._supervise(
+                "audit-chainer", lambda: self.audit.run_chainer(self.sessions, self.stopping)
+            )
+        )
         for runner in self.consumers:
             self._tasks.append(self._supervise(runner.group, runner.run))
         for name, loop in self.definition.background.items():
@@ -146,6 +151,12 @@ class ServiceRuntime:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
+        try:  # entries committed by the last requests and handlers: link them before leaving
+            await self.audit.chain_all(self.sessions)
+        except Exception as exc:
+            log.warning(
+                "audit entries left unchained (%s); the next start chains them", type(exc).__name__
+            )
         await self.bus.stop()
         await self.engine.dispose()
         self.tracer_provider.shutdown()
