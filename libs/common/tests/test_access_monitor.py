@@ -283,3 +283,27 @@ async def test_with_no_refresh_period_every_call_reads_the_blocks(tmp_path: Path
         await _block_from_another_replica(svc, "institution:1312345678")
         refused = await svc.client.get("/v1/things", headers=hospital)
         assert (refused.status_code, refused.json()["code"]) == (403, "blocked")
+
+
+async def test_the_running_service_chains_audit_entries_soon_after_their_commit(
+    tmp_path: Path,
+) -> None:
+    from kiban_common.security import AUDIT_ANCHORS_TABLE, verify_audit_log
+
+    settings = embedded_settings(CoreSettings, tmp_path)
+    async with running_service(_app([]), settings, broker=MemoryBroker()) as svc:
+        hospital = svc.auth("institution:1312345678", [])
+        for _ in range(3):
+            assert (await svc.client.get("/v1/things", headers=hospital)).status_code == 200
+        async with svc.runtime.transaction() as tx:
+            tx.audit("things.read", refs=["t-1"], count=1, principal="institution:1312345678")
+        tables = svc.runtime.definition.metadata.tables
+
+        async def report() -> Any:
+            async with svc.runtime.engine.connect() as connection:
+                return await verify_audit_log(
+                    connection, tables[AUDIT_TABLE], tables[AUDIT_ANCHORS_TABLE]
+                )
+
+        chained = await eventually(report, until=lambda r: r.pending == 0 and r.entries >= 4)
+        assert chained.ok
