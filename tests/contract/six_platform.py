@@ -28,17 +28,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kiban_cli.services import SERVICES
 from kiban_common.crypto import SealingKeyPair
 from kiban_common.devstate import DEV_ISSUER, dev_issuer
-from kiban_common.events import REGISTRY
 from kiban_testing import free_port
 from kiban_testing._process import spawn, stop_process, tail_text
 
@@ -353,31 +353,45 @@ async def start_groups_at_the_end(kafka_bootstrap: str) -> None:
     earliest offset. Starting the six groups at "now" keeps those events out of this
     platform's stores, as a fresh deployment on a busy cluster would do by resetting its
     groups' offsets (`kafka-consumer-groups --reset-offsets --to-latest`)."""
-    reads: dict[str, list[str]] = {name: [] for name in NAMES}
-    for spec in REGISTRY:
-        for consumer in spec.consumers:
-            if consumer in reads:
-                reads[consumer].append(spec.type)
-    for name, topics in reads.items():
-        if not topics:
-            continue
-        group = SERVICES[name].definition.group("")
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            existing = await consumer.topics()
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in topics
-                if topic in existing
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            if not partitions:
-                continue
-            consumer.assign(partitions)
-            ends = await consumer.end_offsets(partitions)
-            await consumer.commit(ends)
-        finally:
-            await consumer.stop()
+    for name in NAMES:
+        for group, topics in _groups(name).items():
+            await _start_group_at_the_end(kafka_bootstrap, group, topics)
+
+
+def _groups(name: str) -> dict[str, list[str]]:
+    """The service's consumer groups and the topics each reads (a factory of handlers only
+    closes over the runtime's context, so a stand-in without one is enough to list them)."""
+    definition = SERVICES[name].definition
+    consumers = definition.consumers
+    groups = consumers(SimpleNamespace(context=None)) if callable(consumers) else consumers
+    return {definition.group(suffix): list(handlers) for suffix, handlers in groups.items()}
+
+
+async def _start_group_at_the_end(kafka_bootstrap: str, group: str, topics: list[str]) -> None:
+    # The partitions come from the admin client: a consumer that has not subscribed knows no
+    # topic's partitions (`partitions_for_topic` answers None), which once left every group
+    # at the earliest offset, replaying other tests' events into this platform.
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        described = await admin.describe_topics([t for t in topics if t in existing])
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(entry["topic"], part["partition"])
+        for entry in described
+        for part in entry["partitions"]
+    ]
+    if not partitions:
+        return
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit(ends)
+    finally:
+        await consumer.stop()

@@ -1,8 +1,9 @@
 """Event handlers of the anonymizer service, by consumer group suffix and event type.
 
 - `record-linked` → the research store (merges followed, purged persons dropped);
-- `person-purged` → every row of the person deleted in the event's transaction, the pseudonym
-  remembered, `optout-applied` published with the counts (convention 3);
+- `person-purged` (its own group, `kiban-anonymizer-optout`) → every row of the person deleted
+  in the event's transaction, the pseudonym remembered, `optout-applied` published with the
+  counts (convention 3);
 - `dataset-requested` → a build queued; the build worker does the long work outside any
   consumer transaction.
 """
@@ -35,6 +36,11 @@ def handlers(runtime: Any) -> dict[str, dict[str, Handler]]:
     context: AnonymizerContext = runtime.context
 
     async def on_record_linked(event: Event[RecordLinkedV1], tx: Transaction) -> None:
+        if "purge_lock" not in tx.state:
+            # Purges run in their own group, concurrently: holding the purge counter's lock
+            # until this batch commits means a purge either commits first (and the batch sees
+            # the person as purged) or waits and then deletes what the batch stored.
+            tx.state["purge_lock"] = await research.lock_purge_seq(tx.session)
         await research.store_record(tx.session, event.data, context.clock())
 
     async def on_person_purged(event: Event[PersonPurgedV1], tx: Transaction) -> None:
@@ -61,10 +67,9 @@ def handlers(runtime: Any) -> dict[str, dict[str, Handler]]:
         if await builds.queue_build(tx.session, build_id, event.data, context.clock()):
             context.wake.set()
 
+    # Purges have a group of their own, so a stop-and-delete is not queued behind the record
+    # traffic (opt-out status is what a person waits for); see on_record_linked for the lock.
     return {
-        "": {
-            RECORD_LINKED: on_record_linked,
-            PERSON_PURGED: on_person_purged,
-            DATASET_REQUESTED: on_dataset_requested,
-        }
+        "": {RECORD_LINKED: on_record_linked, DATASET_REQUESTED: on_dataset_requested},
+        "optout": {PERSON_PURGED: on_person_purged},
     }
