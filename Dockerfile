@@ -13,9 +13,11 @@ COPY pyproject.toml uv.lock ./
 COPY libs ./libs
 COPY cli ./cli
 COPY services ./services
-# Only runtime dependencies, installed as wheels (no editable links back to /src).
-RUN uv sync --frozen --no-dev --all-packages --no-editable \
- && rm -rf /opt/kiban/lib/python3.11/site-packages/*/tests
+# Only the `kiban` command and what it needs at run time, installed as wheels (no editable links
+# back to /src). `--package kiban-cli`, not `--all-packages`: that would also install the test
+# harness (kiban-testing, and pytest with it). Third-party test suites go too, at every depth.
+RUN uv sync --frozen --no-dev --package kiban-cli --no-editable \
+ && find /opt/kiban -type d -name tests -prune -exec rm -rf {} +
 
 # --- final stage: the interpreter, the virtualenv and nothing to build with ---------------------
 FROM python:3.11-slim-bookworm AS runtime

@@ -1,27 +1,37 @@
-"""The six services as the CLI knows them: definition, settings class and app factory."""
+"""The six services as the CLI knows them: definition, settings class and app factory.
+
+A service's package is imported the first time its entry is read (`SERVICES["review"]`), not
+when the CLI starts: every `kiban` process would otherwise import all six (pandas among them,
+through the anonymizer) even for `kiban token`. The names are listed here, so iterating, `in`
+and `len` import nothing; `deploy/tests/test_image_start.py` checks that each name is the one its
+definition declares, and which services each command imports.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
-from kiban_anonymizer import main as anonymizer
-from kiban_anonymizer.settings import AnonymizerSettings
-from kiban_common.service import ServiceDefinition
-from kiban_common.settings import KibanSettings
-from kiban_intake import main as intake
-from kiban_intake.settings import IntakeSettings
-from kiban_linkage import main as linkage
-from kiban_linkage.settings import LinkageSettings
-from kiban_optout import main as optout
-from kiban_optout.settings import OptoutSettings
-from kiban_release import main as release
-from kiban_release.settings import ReleaseSettings
-from kiban_review import main as review
-from kiban_review.settings import ReviewSettings
+    from kiban_common.service import ServiceDefinition
+    from kiban_common.settings import KibanSettings
+
+# name -> settings class in `kiban_<name>.settings`; `kiban_<name>.main` has DEFINITION and
+# create_app. The order is the one `kiban dev` starts them in and help texts list them in.
+_SETTINGS: dict[str, str] = {
+    "intake": "IntakeSettings",
+    "optout": "OptoutSettings",
+    "linkage": "LinkageSettings",
+    "anonymizer": "AnonymizerSettings",
+    "review": "ReviewSettings",
+    "release": "ReleaseSettings",
+}
+SERVICE_NAMES: tuple[str, ...] = tuple(_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -36,19 +46,36 @@ class Service:
         return self.definition.name
 
 
-def _service(module: Any, settings: type[KibanSettings]) -> Service:
+@cache
+def load_service(name: str) -> Service:
+    """Import one service (its app, routers, store and domain) and describe it."""
+    if name not in _SETTINGS:
+        raise KeyError(name)
+    module = importlib.import_module(f"kiban_{name}.main")
+    settings: type[KibanSettings] = getattr(
+        importlib.import_module(f"kiban_{name}.settings"), _SETTINGS[name]
+    )
     port = settings.model_fields["http"].get_default(call_default_factory=True).port
     return Service(module.DEFINITION, settings, module.create_app, port)
 
 
-SERVICES: dict[str, Service] = {
-    s.name: s
-    for s in (
-        _service(intake, IntakeSettings),
-        _service(optout, OptoutSettings),
-        _service(linkage, LinkageSettings),
-        _service(anonymizer, AnonymizerSettings),
-        _service(review, ReviewSettings),
-        _service(release, ReleaseSettings),
-    )
-}
+class _Services(Mapping[str, Service]):
+    """A read-only mapping name -> Service that imports a service when its value is read."""
+
+    def __getitem__(self, name: str) -> Service:
+        return load_service(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _SETTINGS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SERVICE_NAMES)
+
+    def __len__(self) -> int:
+        return len(SERVICE_NAMES)
+
+    def __repr__(self) -> str:
+        return f"<kiban services {', '.join(SERVICE_NAMES)}>"
+
+
+SERVICES: Mapping[str, Service] = _Services()
