@@ -4,6 +4,8 @@ purges out (every row, in the event's transaction, acknowledged with counts)."""
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from anonymizer_kit import ADMIN, FREE_TEXT, Peer, pseudonym, record, stats
@@ -137,3 +139,45 @@ async def test_admin_api_needs_the_admin_scope(service: RunningService) -> None:
     answer = await service.client.get("/v1/builds/bld-none", headers=service.auth(*ADMIN))
     assert answer.status_code == 404
     assert answer.json()["code"] == "not_found"
+
+
+async def test_a_purge_racing_a_batch_of_records_leaves_no_row_of_the_person(
+    tmp_path: Path, postgres_cluster: Any
+) -> None:
+    """Purges have their own consumer group: a record-linked batch holding the purge lock
+    makes a concurrent purge wait, then the purge deletes what the batch stored."""
+    import asyncio
+
+    from anonymizer_kit import settings_for
+
+    from kiban_anonymizer.main import create_app
+    from kiban_anonymizer.store import research
+    from kiban_common.bus import MemoryBroker
+    from kiban_testing import running_service
+
+    url = postgres_cluster.create_database("anonymizer_purge_race")
+    settings = settings_for(tmp_path, database_url=url)
+    rng = random.Random(5)
+    async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
+        now = datetime.now(UTC)
+        purge_started = asyncio.Event()
+
+        async def purge() -> None:
+            async with svc.runtime.transaction() as tx:
+                purge_started.set()
+                await research.purge_person(tx.session, pseudonym(1), "opt-race", now)
+
+        async with svc.runtime.transaction() as tx:  # the record batch, as on_record_linked
+            await research.lock_purge_seq(tx.session)
+            racing = asyncio.create_task(purge())
+            await purge_started.wait()
+            await asyncio.sleep(0.2)  # the purge is now waiting for the batch's lock
+            assert not racing.done()
+            await research.store_record(tx.session, record(1, rng), now)
+        await racing
+        assert await _rows_of(svc, pseudonym(1)) == 0
+        # and the other order: the purge committed first, the record is dropped
+        async with svc.runtime.transaction() as tx:
+            await research.lock_purge_seq(tx.session)
+            assert await research.store_record(tx.session, record(1, rng), now) == -1
+        assert await _rows_of(svc, pseudonym(1)) == 0
