@@ -49,7 +49,7 @@ import httpx
 from kiban_common.db import create_engine, migrate
 from kiban_common.devstate import dev_crypto, dev_issuer
 from kiban_common.events import Zone
-from kiban_testing import KafkaBroker, PostgresCluster
+from kiban_testing import KafkaBroker, PostgresCluster, process_cpu_seconds
 
 CODE = "1399999999"
 JP_ID = f"urn:oid:1.2.392.100495.20.3.51.1{CODE}"
@@ -190,21 +190,6 @@ async def notices(client: httpx.AsyncClient, headers: dict[str, str], pids: list
         r.raise_for_status()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process and its children (uvicorn workers), in s."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    stack = [pid]
-    while stack:
-        p = stack.pop()
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{p}/task").iterdir():
-                stack.extend(int(c) for c in (task / "children").read_text().split())
-    return total
-
-
 async def load(
     base: str,
     tokens: list[dict[str, str]],
@@ -317,24 +302,24 @@ async def main(args: argparse.Namespace) -> None:
                 flush=True,
             )
             await load(base, tokens, 16, 3, 4, 25, "W")
-            cpu0, me0 = cpu_seconds(proc.pid), time.process_time()
+            cpu0, me0 = process_cpu_seconds(proc.pid), time.process_time()
             done, elapsed, _, errors = await load(base, tokens, 16, args.seconds, 4, 25, "T")
-            cpu_t, me_t = cpu_seconds(proc.pid) - cpu0, time.process_time() - me0
+            cpu_t, me_t = process_cpu_seconds(proc.pid) - cpu0, time.process_time() - me0
             rate = done / elapsed
             print(
                 f"latency: bundles of 20 resources, 50 clients, {args.seconds:.0f} s ...",
                 flush=True,
             )
-            cpu0, me0 = cpu_seconds(proc.pid), time.process_time()
+            cpu0, me0 = process_cpu_seconds(proc.pid), time.process_time()
             lat_done, lat_s, latencies, lat_errors = await load(
                 base, tokens, 50, args.seconds, 1, 20, "L"
             )
-            cpu_l, me_l = cpu_seconds(proc.pid) - cpu0, time.process_time() - me0
+            cpu_l, me_l = process_cpu_seconds(proc.pid) - cpu0, time.process_time() - me0
             p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
             print(f"bulk: {args.bulk_resources:,} resources as streamed NDJSON ...", flush=True)
-            cpu0 = cpu_seconds(proc.pid)
+            cpu0 = process_cpu_seconds(proc.pid)
             bulk_s, outcome = await bulk(base, inst, args.bulk_resources)
-            cpu_b = cpu_seconds(proc.pid) - cpu0
+            cpu_b = process_cpu_seconds(proc.pid) - cpu0
             rss = peak_rss_mb(proc.pid)
         kept = outcome["resources"]["kept"]
         print()

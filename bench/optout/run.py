@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from kiban_testing import KafkaBroker, PostgresCluster
+from kiban_testing import KafkaBroker, PostgresCluster, process_cpu_seconds
 
 KANA = "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワ"
 
@@ -387,20 +387,6 @@ def infrastructure() -> Iterator[tuple[str, Any]]:
         yield bootstrap, pg
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children (uvicorn workers) so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total, stack = 0.0, [pid]
-    while stack:
-        p = stack.pop()
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{p}/task").iterdir():
-                stack.extend(int(c) for c in (task / "children").read_text().split())
-    return total
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -438,9 +424,9 @@ async def main(args: argparse.Namespace) -> None:
             await wait_ready(base)
             await full_load(client, 200, 8)  # warm-up: connections, JIT-free caches, topics
             print(f"full load: {args.requests} requests, {args.concurrency} concurrent ...")
-            cpu_before, wall_before = cpu_seconds(server.pid or 0), time.perf_counter()
+            cpu_before, wall_before = process_cpu_seconds(server.pid or 0), time.perf_counter()
             rate, full = await full_load(client, args.requests, args.concurrency)
-            server_cpu = cpu_seconds(server.pid or 0) - cpu_before
+            server_cpu = process_cpu_seconds(server.pid or 0) - cpu_before
             server_share = server_cpu / (time.perf_counter() - wall_before)
             print(f"paced: {args.paced_rate:.0f} requests/s for {args.paced_seconds:.0f} s ...")
             slow = await paced(client, args.paced_rate, args.paced_seconds)

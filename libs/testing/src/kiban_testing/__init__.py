@@ -8,6 +8,7 @@ plain context managers usable from benches and scripts; the pytest plugin
 
 from kiban_testing._errors import HarnessError
 from kiban_testing._ports import free_port
+from kiban_testing._process import process_cpu_seconds
 from kiban_testing.kafka import KAFKA_VERSION, KafkaBroker, KafkaServer, kafka_jars
 from kiban_testing.postgres import ExternalPostgres, PostgresCluster, PostgresServer
 from kiban_testing.services import RunningService, embedded_settings, eventually, running_service
@@ -25,5 +26,6 @@ __all__ = [
     "eventually",
     "free_port",
     "kafka_jars",
+    "process_cpu_seconds",
     "running_service",
 ]

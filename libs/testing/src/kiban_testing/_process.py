@@ -188,3 +188,18 @@ def _clean_leftovers() -> None:
         dirs = list(_workdirs)
     for path in dirs:
         remove_workdir(path)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process and all its descendants (uvicorn workers,
+    multiprocessing children), from Linux /proc; benches divide it by the work done."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack.extend(int(child) for child in (task / "children").read_text().split())
+    return total

@@ -100,12 +100,18 @@ class ZoneGuard:
         await response(scope, receive, send)
 
     def _allowed(self, client: object) -> bool:
-        if not isinstance(client, list | tuple) or not client or not isinstance(client[0], str):
-            return False
-        try:
-            address = ipaddress.ip_address(client[0].split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allowed_networks)
+        return client_in_networks(client, self.allowed_networks)
+
+
+def client_in_networks(client: object, networks: Iterable[IPNetwork]) -> bool:
+    """Whether an ASGI `client` (host, port) is inside one of `networks`; IPv4-mapped IPv6
+    addresses count as their IPv4 form, a zone index is ignored, anything unparsable is out."""
+    if not isinstance(client, list | tuple) or not client or not isinstance(client[0], str):
+        return False
+    try:
+        address = ipaddress.ip_address(client[0].split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)

@@ -305,18 +305,11 @@ def metrics_endpoint(
 
 
 def _scraper(scope: Scope, networks: tuple[IPNetwork, ...]) -> bool:
+    from kiban_common.security._zone import client_in_networks
+
     if any(name in _PROXY_HEADERS for name, _ in scope.get("headers", [])):
         return False
-    client = scope.get("client")
-    if not isinstance(client, list | tuple) or not client or not isinstance(client[0], str):
-        return False
-    try:
-        address = ipaddress.ip_address(client[0].split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+    return client_in_networks(scope.get("client"), networks)
 
 
 def install_metrics(
