@@ -46,9 +46,7 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
 
 
 def _helm(helm: list[str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*helm, *args], capture_output=True, text=True, check=check, timeout=120
-    )
+    return subprocess.run([*helm, *args], capture_output=True, text=True, check=check, timeout=120)
 
 
 def render(helm: list[str], profile: str = "default", *sets: str) -> list[Doc]:
