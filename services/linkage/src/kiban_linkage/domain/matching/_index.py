@@ -90,6 +90,28 @@ class MatchIndex:
                 found.update(got)
         return found
 
+    def _candidates_then_add(self, record: Normalized) -> tuple[set[int], int]:
+        """`candidates(record)` then `_add_keys(record)` in one walk over its blocking keys
+        (each key hashed and looked up once): every block is read before the record joins it."""
+        position = len(self._records)
+        self._records.append(record)
+        keys = self._keys
+        found: set[int] = set()
+        for key in blocking_keys(record):
+            h = hash(key)
+            got = keys.get(h)
+            if got is None:
+                keys[h] = position
+            elif isinstance(got, int):
+                found.add(got)
+                keys[h] = [got, position]
+            else:
+                if len(got) <= MAX_BLOCK:
+                    found.update(got)
+                got.append(position)
+        found.discard(position)  # a key the record yields twice must not find the record
+        return found, position
+
     def match(self, record: Normalized) -> Matches:
         """(position, probability) of indexed records at or above the possible threshold,
         most probable first (the scalar path: one `probability` per candidate)."""
@@ -110,8 +132,7 @@ class MatchIndex:
         queries: list[int] = []
         others: list[int] = []
         for record in records:
-            found = self.candidates(record)
-            position = self._add_keys(record)
+            found, position = self._candidates_then_add(record)
             queries.extend([position] * len(found))
             others.extend(found)
         self._cols.extend(records)
