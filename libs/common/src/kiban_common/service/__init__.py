@@ -8,8 +8,9 @@ from kiban_common.service._definition import Handlers, ServiceDefinition
 from kiban_common.service._runtime import ServiceRuntime
 
 
-def current_runtime(request: Request) -> ServiceRuntime:
-    """FastAPI dependency: the runtime of the service serving this request."""
+async def current_runtime(request: Request) -> ServiceRuntime:
+    """FastAPI dependency: the runtime of the service serving this request. A coroutine on
+    purpose: FastAPI runs a plain-`def` dependency in a worker thread, a hop per request."""
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
 

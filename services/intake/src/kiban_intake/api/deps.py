@@ -5,11 +5,11 @@
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.responses import JSONResponse
 
 from kiban_common.security import ApiError, Principal, PrincipalKind, require_scope
-from kiban_common.service import ServiceRuntime
+from kiban_common.service import ServiceRuntime, current_runtime
 from kiban_intake.domain.fhir import Issue, operation_outcome
 from kiban_intake.intake import Intake
 from kiban_intake.store import queries as q
@@ -17,15 +17,7 @@ from kiban_intake.store import queries as q
 FHIR_JSON = "application/fhir+json"
 
 
-async def runtime_of(request: Request) -> ServiceRuntime:
-    """The service runtime, as `kiban_common.service.current_runtime` gives it, but a
-    coroutine: FastAPI runs a plain-`def` dependency in a worker thread, a hop per request
-    (two thread switches, and on a busy machine a wait for the thread to be scheduled)."""
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = Annotated[ServiceRuntime, Depends(current_runtime)]
 
 
 def intake_of(runtime: ServiceRuntime) -> Intake:
