@@ -63,7 +63,9 @@ class MatchIndex:
                 batch = []
         self._cols.extend(batch)
 
-    def _add_keys(self, record: Normalized) -> int:
+    def _add_keys(self, record: Normalized, found: set[int] | None = None) -> int:
+        """Add the record to its blocks; with `found`, first collect the candidates each block
+        held (one walk over the keys: every block is read before the record joins it)."""
         position = len(self._records)
         self._records.append(record)
         keys = self._keys
@@ -73,9 +75,15 @@ class MatchIndex:
             if got is None:
                 keys[h] = position
             elif isinstance(got, int):
+                if found is not None:
+                    found.add(got)
                 keys[h] = [got, position]
             else:
+                if found is not None and len(got) <= MAX_BLOCK:
+                    found.update(got)
                 got.append(position)
+        if found is not None:
+            found.discard(position)  # a key the record yields twice must not find the record
         return position
 
     def candidates(self, record: Normalized) -> set[int]:
@@ -89,28 +97,6 @@ class MatchIndex:
             elif len(got) <= MAX_BLOCK:
                 found.update(got)
         return found
-
-    def _candidates_then_add(self, record: Normalized) -> tuple[set[int], int]:
-        """`candidates(record)` then `_add_keys(record)` in one walk over its blocking keys
-        (each key hashed and looked up once): every block is read before the record joins it."""
-        position = len(self._records)
-        self._records.append(record)
-        keys = self._keys
-        found: set[int] = set()
-        for key in blocking_keys(record):
-            h = hash(key)
-            got = keys.get(h)
-            if got is None:
-                keys[h] = position
-            elif isinstance(got, int):
-                found.add(got)
-                keys[h] = [got, position]
-            else:
-                if len(got) <= MAX_BLOCK:
-                    found.update(got)
-                got.append(position)
-        found.discard(position)  # a key the record yields twice must not find the record
-        return found, position
 
     def match(self, record: Normalized) -> Matches:
         """(position, probability) of indexed records at or above the possible threshold,
@@ -132,7 +118,8 @@ class MatchIndex:
         queries: list[int] = []
         others: list[int] = []
         for record in records:
-            found, position = self._candidates_then_add(record)
+            found: set[int] = set()
+            position = self._add_keys(record, found)
             queries.extend([position] * len(found))
             others.extend(found)
         self._cols.extend(records)
