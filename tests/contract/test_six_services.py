@@ -77,6 +77,7 @@ async def test_approval_to_download_with_six_service_processes_on_kafka_and_post
                 platform = ProcessPlatform(client, six.ports(), six.secrets.issuer_state)
                 try:
                     await _scenario(platform, data, six, urls["release"], tmp_path, marks, started)
+                    await _scrape_metrics(client, six.ports())
                 except BaseException as exc:
                     # Which process died or complained, without rerunning anything.
                     exc.add_note(f"processes (exit codes): {six.alive()}\n{six.logs_tail()}")
@@ -86,6 +87,23 @@ async def test_approval_to_download_with_six_service_processes_on_kafka_and_post
         for db in databases.values():
             postgres_cluster.drop_database(db)
     print("timings (s since start):", marks)
+
+
+async def _scrape_metrics(client: httpx.AsyncClient, ports: dict[str, int]) -> None:
+    """Prometheus scrapes each process over HTTP from an allowed network (loopback here): the
+    scenario's requests and events are counted, under route templates only."""
+    for name, port in ports.items():
+        got = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert got.status_code == 200, (name, got.status_code)
+        assert "kiban_http_requests_total{" in got.text, name
+        assert "/v1/releases/{release_id}" in got.text or name != "release", name
+    intake = await client.get(f"http://127.0.0.1:{ports['intake']}/metrics")
+    assert "kiban_outbox_published_total{" in intake.text
+    # a proxied request (as through an ingress) is refused even from an allowed address
+    proxied = await client.get(
+        f"http://127.0.0.1:{ports['review']}/metrics", headers={"X-Forwarded-For": "203.0.113.9"}
+    )
+    assert proxied.status_code == 403
 
 
 async def _scenario(
