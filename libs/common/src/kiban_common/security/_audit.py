@@ -16,6 +16,7 @@ out of it (only a request that matched no route keeps its raw path, cut to 200 c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -48,11 +49,12 @@ from sqlalchemy import (
 )
 from starlette.datastructures import Headers, MutableHeaders
 
+from kiban_common.group_commit import GroupCommit
 from kiban_common.security._chain import GENESIS, ChainReport, ChainVerifier, canonical, link
 from kiban_common.security._routes import route_or_path
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Sequence
 
     from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -191,22 +193,29 @@ class AuditLog:
             await connection.execute(insert(self.anchors), anchors)
         return len(links)
 
-    async def chain_all(self, sessions: async_sessionmaker[Any]) -> int:
-        """Chain every committed, unchained entry, a batch per transaction."""
+    async def chain_all(self, sessions: async_sessionmaker[Any], *, batch: int = 1000) -> int:
+        """Chain every committed, unchained entry, a batch per transaction (a batch that is not
+        full was the last)."""
         total = 0
         while True:
             async with sessions() as session, session.begin():
-                linked = await self.chain_pending(await session.connection())
+                linked = await self.chain_pending(await session.connection(), limit=batch)
             total += linked
-            if not linked:
+            if linked < batch:
                 return total
 
     async def run_chainer(
-        self, sessions: async_sessionmaker[Any], stopping: asyncio.Event, *, poll: float = 1.0
+        self,
+        sessions: async_sessionmaker[Any],
+        stopping: asyncio.Event,
+        *,
+        poll: float = 1.0,
+        settle: float = 0.05,
     ) -> None:
         """The background chainer: after each wake-up (or `poll` seconds, for entries other
-        processes left), chain everything pending. The runtime makes a last pass with
-        `chain_all` once every other task of the service has stopped."""
+        processes left), chain everything pending. A wake-up waits `settle` seconds first, so
+        the commits of a busy moment are chained in one pass rather than one pass each. The
+        runtime makes a last pass with `chain_all` once every other task has stopped."""
         while not stopping.is_set():
             self._appended.clear()
             try:
@@ -218,51 +227,33 @@ class AuditLog:
             await asyncio.wait({waiter, stop}, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
             for future in (waiter, stop):
                 future.cancel()
+            if waiter.done() and not waiter.cancelled() and not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=settle)
 
 
 class AuditWriter:
-    """Group commit for audit rows: `append` queues a row and returns once the batch holding it
-    is committed. One batch is in flight at a time; rows that arrive meanwhile form the next
-    one (at most `max_batch` rows), so under load a single lock and commit serve many requests,
-    and an idle service still writes each row at once."""
+    """Group commit for audit rows: `append` returns once the batch holding the row is
+    committed (`GroupCommit`), so under load one commit serves many requests and an idle
+    service still writes each row at once."""
 
     def __init__(
         self, sessions: async_sessionmaker[Any], log: AuditLog, *, max_batch: int = 500
     ) -> None:
         self.sessions = sessions
         self.log = log
-        self.max_batch = max_batch
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._group: GroupCommit[dict[str, Any], None] = GroupCommit(
+            self._write, max_batch=max_batch
+        )
 
     async def append(self, row: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        # Mark an outcome retrieved even when the waiter was cancelled (no "never retrieved").
-        done.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queue.append((row, done))
-        if self._flushing is None or self._flushing.done() or self._flushing.get_loop() is not loop:
-            self._flushing = loop.create_task(self._flush())
-        # Shielded: a request cancelled while waiting must not cancel the batch it is in.
-        await asyncio.shield(done)
+        await self._group.submit(row)
 
-    async def _flush(self) -> None:
-        while self._queue:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
-            try:
-                async with self.sessions() as session, session.begin():
-                    connection = await session.connection()
-                    await self.log.append(connection, [row for row, _ in batch])
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                self.log.appended()
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+    async def _write(self, rows: Sequence[dict[str, Any]]) -> list[None]:
+        async with self.sessions() as session, session.begin():
+            await self.log.append(await session.connection(), list(rows))
+        self.log.appended()
+        return [None] * len(rows)
 
 
 @dataclass(frozen=True)
