@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from kiban_common.service import ServiceCrypto, ServiceRuntime
@@ -13,6 +14,9 @@ from kiban_optout.domain.ratelimit import RateLimiter
 from kiban_optout.domain.request import Policy
 from kiban_optout.domain.subject import Subject
 from kiban_optout.settings import OptoutSettings
+
+if TYPE_CHECKING:
+    from kiban_optout.api._taking import Taker
 
 SUBJECT_COLUMN = "kiban.optout.optout_requests.subject"
 SUBJECT_INDEX = "kiban.optout.subject"
@@ -32,6 +36,8 @@ class OptoutContext:
     window_limiter: RateLimiter | None
     # Replaceable in tests: every rule that depends on the date reads this clock.
     clock: Callable[[], datetime] = field(default=_utcnow)
+    # The group commit of POST /v1/optouts, made on the first request.
+    taker: Taker | None = None
 
     def now(self) -> datetime:
         return self.clock()

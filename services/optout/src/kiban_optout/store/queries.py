@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,13 +66,22 @@ def _insert_ignore(conn: AsyncConnection, table: Table) -> Any:
     return make(table)
 
 
-async def by_subject(
-    conn: AsyncConnection, subject_index: str, *, lock: bool = False
-) -> list[RequestRow]:
-    query = select(*_COLUMNS).where(requests.c.subject_index == subject_index)
+async def by_subjects(
+    conn: AsyncConnection, subject_indexes: Collection[str], *, lock: bool = False
+) -> dict[str, list[RequestRow]]:
+    """The requests about each subject (every index given is a key), locked for update when
+    asked, so concurrent requests about the same person are taken one after the other."""
+    out: dict[str, list[RequestRow]] = {index: [] for index in subject_indexes}
+    query = (
+        select(requests.c.subject_index, *_COLUMNS)
+        .where(requests.c.subject_index.in_(sorted(subject_indexes)))
+        .order_by(requests.c.optout_id)  # every batch locks in one order: no deadlock
+    )
     if lock:
         query = query.with_for_update()
-    return [_row(r) for r in (await conn.execute(query)).all()]
+    for r in (await conn.execute(query)).all():
+        out[r.subject_index].append(_row(r))
+    return out
 
 
 async def get(conn: AsyncConnection, optout_id: str) -> RequestRow | None:
@@ -80,34 +89,10 @@ async def get(conn: AsyncConnection, optout_id: str) -> RequestRow | None:
     return _row(row) if row is not None else None
 
 
-async def insert_request(
-    conn: AsyncConnection,
-    *,
-    optout_id: str,
-    request_key: str,
-    subject_index: str,
-    subject: str,
-    action: str,
-    scope: str,
-    institution_code: str | None,
-    requester: str,
-    at: datetime,
-) -> None:
-    await conn.execute(
-        requests.insert().values(
-            optout_id=optout_id,
-            request_key=request_key,
-            subject_index=subject_index,
-            subject=subject,
-            action=action,
-            scope=scope,
-            institution_code=institution_code,
-            requester=requester,
-            dispatch_id=optout_id,
-            received_at=at,
-            updated_at=at,
-        )
-    )
+async def insert_requests(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """New requests (columns of `requests`; `dispatch_id` is the optout id at first)."""
+    if rows:
+        await conn.execute(requests.insert(), list(rows))
 
 
 async def upgrade(
@@ -126,26 +111,18 @@ async def upgrade(
     )
 
 
-async def add_dispatch(
-    conn: AsyncConnection, *, dispatch_id: str, optout_id: str, action: str, at: datetime
-) -> None:
-    await conn.execute(
-        dispatches.insert().values(
-            dispatch_id=dispatch_id, optout_id=optout_id, action=action, dispatched_at=at
-        )
-    )
+async def add_dispatches(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """The wire ids sent (`dispatch_id`, `optout_id`, `action`, `dispatched_at`)."""
+    if rows:
+        await conn.execute(dispatches.insert(), list(rows))
 
 
-async def add_requester(
-    conn: AsyncConnection, *, optout_id: str, principal: str, requester: str, at: datetime
-) -> None:
-    """Remember that `principal` asked (once; a repeat changes nothing)."""
-    statement = (
-        _insert_ignore(conn, requesters)
-        .values(optout_id=optout_id, principal=principal, requester=requester, requested_at=at)
-        .on_conflict_do_nothing()
-    )
-    await conn.execute(statement)
+async def add_requesters(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Remember who asked (`optout_id`, `principal`, `requester`, `requested_at`); a repeat of
+    the same principal for the same request changes nothing."""
+    if rows:
+        statement = _insert_ignore(conn, requesters).on_conflict_do_nothing()
+        await conn.execute(statement, list(rows))
 
 
 async def visible(
