@@ -232,7 +232,7 @@ async def _take_one(
     )
     writes.requests.append(
         {
-            **dataclasses.asdict(stored),
+            **{f.name: getattr(stored, f.name) for f in dataclasses.fields(stored)},
             "request_key": ask.request_key,
             "subject_index": ask.subject_index,
         }

@@ -8,7 +8,7 @@ subjects and an equal `identity()` (the text the blind index is computed over).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import date
 from typing import Any
 
@@ -72,7 +72,7 @@ class Subject:
 
     def as_dict(self) -> dict[str, Any]:
         """The subject as JSON-ready data (convention 2: every field, missing ones null)."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # flat: no deep copy
         data["birth_date"] = self.birth_date.isoformat()
         data["deceased_on"] = self.deceased_on.isoformat() if self.deceased_on else None
         return data
