@@ -181,3 +181,47 @@ async def test_a_purge_racing_a_batch_of_records_leaves_no_row_of_the_person(
             await research.lock_purge_seq(tx.session)
             assert await research.store_record(tx.session, record(1, rng), now) == -1
         assert await _rows_of(svc, pseudonym(1)) == 0
+
+
+async def test_a_batch_stored_together_ends_as_the_same_records_stored_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """`store_records` (a consumer batch at once) against `store_record` in turn: repeated
+    persons, a redelivered record, a merge in the middle, a purged person."""
+    from anonymizer_kit import settings_for
+
+    from kiban_anonymizer.main import create_app
+    from kiban_anonymizer.store import research
+    from kiban_common.bus import MemoryBroker
+    from kiban_testing import running_service
+
+    rng = random.Random(11)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = [record(n % 4, rng, codes=("I50.0", "E11.9")[: 1 + n % 2]) for n in range(12)]
+    batch.insert(5, batch[2])  # delivered again
+    batch.insert(8, record(3, rng, merged_from=[pseudonym(1)]))  # person 1 merged into 3
+    batch.append(record(2, rng))
+    outcomes, states = [], []
+    for together in (False, True):
+        (tmp_path / str(together)).mkdir()
+        settings = settings_for(tmp_path / str(together))
+        async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
+            async with svc.runtime.transaction() as tx:
+                await research.purge_person(tx.session, pseudonym(0), "opt-1", now)
+            async with svc.runtime.transaction() as tx:
+                if together:
+                    outcome = await research.store_records(tx.session, batch, now)
+                else:
+                    outcome = [await research.store_record(tx.session, r, now) for r in batch]
+            outcomes.append(outcome)
+            rows = await _all_rows(svc)
+            states.append(
+                {
+                    name: sorted(repr({k: v for k, v in row.items() if k != "id"}) for row in table)
+                    for name, table in rows.items()
+                }
+            )
+    assert outcomes[0] == outcomes[1]
+    assert -1 in outcomes[0]  # the purged person's records were dropped
+    assert states[0] == states[1]
+    assert len(states[0]["persons"]) == 3  # persons 1, 2, 3 (0 purged)

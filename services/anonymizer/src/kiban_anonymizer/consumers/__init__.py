@@ -1,6 +1,7 @@
 """Event handlers of the anonymizer service, by consumer group suffix and event type.
 
-- `record-linked` → the research store (merges followed, purged persons dropped);
+- `record-linked` → the research store (merges followed, purged persons dropped), a consumer
+  batch at a time;
 - `person-purged` (its own group, `kiban-anonymizer-optout`) → every row of the person deleted
   in the event's transaction, the pseudonym remembered, `optout-applied` published with the
   counts (convention 3);
@@ -36,12 +37,20 @@ def handlers(runtime: Any) -> dict[str, dict[str, Handler]]:
     context: AnonymizerContext = runtime.context
 
     async def on_record_linked(event: Event[RecordLinkedV1], tx: Transaction) -> None:
-        if "purge_lock" not in tx.state:
-            # Purges run in their own group, concurrently: holding the purge counter's lock
-            # until this batch commits means a purge either commits first (and the batch sees
-            # the person as purged) or waits and then deletes what the batch stored.
-            tx.state["purge_lock"] = await research.lock_purge_seq(tx.session)
-        await research.store_record(tx.session, event.data, context.clock())
+        pending: list[RecordLinkedV1] | None = tx.state.get("records")
+        if pending is None:
+            pending = tx.state["records"] = []
+            tx.before_commit(lambda: store_pending(tx, pending))
+        pending.append(event.data)
+
+    async def store_pending(tx: Transaction, pending: list[RecordLinkedV1]) -> None:
+        """The batch's records, together, just before its commit. Purges run in their own
+        group, concurrently: holding the purge counter's lock from before the first write
+        until the commit means a purge either commits first (and the batch sees the person as
+        purged) or waits and then deletes what the batch stored; the batch's writes being few,
+        the wait is short."""
+        await research.lock_purge_seq(tx.session)
+        await research.store_records(tx.session, pending, context.clock())
 
     async def on_person_purged(event: Event[PersonPurgedV1], tx: Transaction) -> None:
         data = event.data
