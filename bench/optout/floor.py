@@ -31,7 +31,15 @@ from typing import Any
 
 import uvloop
 from pydantic import BaseModel
-from run import Client, free_port, full_load, infrastructure, serve, wait_ready
+from run import (
+    Client,
+    free_port,
+    full_load,
+    infrastructure,
+    run_uvicorn,
+    serve,
+    wait_ready,
+)
 
 from kiban_testing import process_cpu_seconds
 
@@ -69,19 +77,9 @@ def floor_app() -> Any:
 
 
 def serve_floor(port: int, database: str | None) -> None:
-    import uvicorn
-
     if database:
         os.environ["FLOOR_DATABASE_URL"] = database
-    uvicorn.run(
-        "floor:floor_app",
-        factory=True,
-        app_dir=str(Path(__file__).parent),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-    )
+    run_uvicorn("floor:floor_app", port)
 
 
 async def measure(name: str, process: Any, port: int, state: Path, requests: int) -> float:

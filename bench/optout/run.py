@@ -128,7 +128,6 @@ def serve(
 ) -> None:
     """The optout service as production runs it: uvicorn, `workers` processes (one per core
     is what a 2-core pod would run), migrations applied once before they start."""
-    import uvicorn
 
     from kiban_common.db import create_engine, migrate
 
@@ -145,8 +144,16 @@ def serve(
         BENCH_PORT=str(port),
         BENCH_AUDIT="1" if audit else "0",
     )
+    run_uvicorn("run:worker_app", port, workers)
+
+
+def run_uvicorn(factory: str, port: int, workers: int = 1) -> None:
+    """Serve `module:factory` of this folder on 127.0.0.1 (uvloop and httptools, as `kiban
+    serve`), quietly."""
+    import uvicorn
+
     uvicorn.run(
-        "run:worker_app",
+        factory,
         factory=True,
         app_dir=str(Path(__file__).parent),
         host="127.0.0.1",
