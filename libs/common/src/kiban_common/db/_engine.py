@@ -27,7 +27,7 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, max_overflow: int = 10, pre_ping: bool = False
+    url: str, *, pool_size: int = 20, max_overflow: int = 0, pre_ping: bool = False
 ) -> AsyncEngine:
     """An engine with the settings Kiban relies on: WAL and a busy timeout on SQLite (one
     process, several tasks writing), a bounded pool on PostgreSQL (pre-ping on request)."""
