@@ -6,8 +6,17 @@ separate processes (here: this one and a child), in both the baseline and the Ki
 Prints the figures with their targets (issue 2):
   end to end ≥ 5,000 events/s and ≥ 40 % of the raw rate; p99 delivery latency < 100 ms at
   1,000 events/s.
+Also prints the CPU seconds each process spent per 1,000 events (less noisy than rates on a shared
+machine). Every process runs uvloop, as `kiban serve` (uvicorn) does; `--loop asyncio` runs the
+standard loop instead (the baseline always runs on the same loop as the Kiban path).
 
-    uv run python bench/bus/run.py [--events 20000] [--latency-seconds 10]
+The consuming service's handler stores one row per event the way Kiban's batch handlers do
+(linkage's `PendingRecords`): it collects the rows in `tx.state` and writes them with one Core
+INSERT from `tx.before_commit`, in the transaction that records the event ids. `--orm-effect`
+measures instead a handler that adds one sqlmodel object per event (flushed at the commit).
+
+    uv run python bench/bus/run.py [--events 20000] [--latency-seconds 10] [--orm-effect]
+                                   [--loop uvloop|asyncio]
 
 Starts a real Kafka broker and PostgreSQL with the test harness (or uses
 KIBAN_TEST_KAFKA_BOOTSTRAP / KIBAN_TEST_DATABASE_URL when set).
@@ -23,13 +32,14 @@ import os
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from sqlalchemy import DateTime, MetaData, func, select
+from sqlalchemy import DateTime, MetaData, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -47,7 +57,8 @@ from kiban_common.events import (
 )
 from kiban_common.outbox import OutboxRelay, OutboxWriter, Transaction, transaction
 from kiban_common.settings import KafkaSettings
-from kiban_testing import KafkaBroker, PostgresCluster
+from kiban_common.telemetry import build_tracer_provider
+from kiban_testing import KafkaBroker, PostgresCluster, process_cpu_seconds
 
 PARTITIONS = 3
 CONSUMER = registry()
@@ -63,8 +74,11 @@ class Effect(ConsumerModel, table=True):
     __tablename__ = "effects"
     id: int | None = Field(default=None, primary_key=True)
     seq: int
-    created: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    created: datetime = Field(sa_type=DateTime(timezone=True))
     latency_ms: float
+    # When the consumer wrote it (its clock; same machine): the end of the rate measurement,
+    # so the producer can poll for completion rarely without adding to the figure.
+    applied: datetime = Field(sa_type=DateTime(timezone=True))
     event_id: str
 
 
@@ -96,11 +110,23 @@ def measured(event_type: str, seq: int) -> Event[Measured]:
     )
 
 
+def run_loop(main: Coroutine[Any, Any, None], loop: str) -> None:
+    """Run `main` on `loop`: "uvloop" is the loop a service runs (`kiban serve` runs uvicorn,
+    which takes uvloop, a kiban_common dependency, when it is installed); "asyncio" is the
+    standard one. The baseline and the Kiban path always run on the same loop."""
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 # -- the consuming process ------------------------------------------------------------------
 
 
 def raw_consumer(
-    bootstrap: str, topic: str, n: int, ready: ProcessEvent, done: ProcessEvent
+    bootstrap: str, topic: str, n: int, ready: ProcessEvent, done: ProcessEvent, loop: str
 ) -> None:
     async def consume() -> None:
         consumer = AIOKafkaConsumer(
@@ -123,11 +149,17 @@ def raw_consumer(
         finally:
             await consumer.stop()
 
-    asyncio.run(consume())
+    run_loop(consume(), loop)
 
 
 def kiban_consumer(
-    bootstrap: str, event_type: str, url: str, ready: ProcessEvent, stop: ProcessEvent
+    bootstrap: str,
+    event_type: str,
+    url: str,
+    ready: ProcessEvent,
+    stop: ProcessEvent,
+    orm_effect: bool,
+    loop: str,
 ) -> None:
     async def run() -> None:
         engine = create_engine(url, pool_size=5)
@@ -141,20 +173,57 @@ def kiban_consumer(
         sessions = session_factory(engine)
         writer = OutboxWriter(CONSUMER.metadata.tables["kiban_outbox"], zone=Zone.CORE)
 
-        async def effect(event: Event[Any], tx: Transaction) -> None:
-            # As a service handler does it: an ORM object, flushed with the batch's commit.
-            latency = (datetime.now(UTC) - event.time).total_seconds() * 1000
+        effects = CONSUMER.metadata.tables["effects"]
+
+        async def orm(event: Event[Any], tx: Transaction) -> None:
+            # One ORM object per event, flushed with the batch's commit.
+            now = datetime.now(UTC)
             tx.session.add(
                 Effect(
-                    seq=event.data.seq, created=event.time, event_id=event.id, latency_ms=latency
+                    seq=event.data.seq,
+                    created=event.time,
+                    event_id=event.id,
+                    latency_ms=(now - event.time).total_seconds() * 1000,
+                    applied=now,
                 )
             )
 
+        async def batched(event: Event[Any], tx: Transaction) -> None:
+            # As Kiban's batch handlers do it: rows collected for the transaction, written with
+            # one INSERT just before the commit; latency = that moment − the event's time.
+            rows: list[Event[Any]] | None = tx.state.get("effects")
+            if rows is None:
+                rows = tx.state["effects"] = []
+
+                async def flush() -> None:
+                    now = datetime.now(UTC)
+                    connection = await tx.session.connection()
+                    await connection.execute(
+                        insert(effects),
+                        [
+                            {
+                                "seq": e.data.seq,
+                                "created": e.time,
+                                "event_id": e.id,
+                                "latency_ms": (now - e.time).total_seconds() * 1000,
+                                "applied": now,
+                            }
+                            for e in rows
+                        ],
+                    )
+
+                tx.before_commit(flush)
+            rows.append(event)
+
+        effect = orm if orm_effect else batched
+        # As a service builds it with the default KIBAN_TELEMETRY__EXPORTER=none.
+        tracer_provider = build_tracer_provider("consumer", "none")
         runner = bus.consumer(
             f"bench-{event_type}",
             {event_type: effect},
             transactions=lambda: transaction(sessions, writer),
             processed=CONSUMER.metadata.tables["kiban_processed_events"],
+            tracer_provider=tracer_provider,
             batch_size=1000,
             poll_timeout_ms=20,
         )
@@ -167,7 +236,7 @@ def kiban_consumer(
         await bus.stop()
         await engine.dispose()
 
-    asyncio.run(run())
+    run_loop(run(), loop)
 
 
 # -- the producing process ------------------------------------------------------------------
@@ -187,7 +256,32 @@ async def _wait(event: ProcessEvent, within: float = 120) -> None:
         await asyncio.sleep(0.005)
 
 
-async def raw_rate(bootstrap: str, n: int, value: bytes) -> float:
+@dataclass
+class Figures:
+    """A rate, and the CPU seconds per 1,000 events of the producing and consuming process."""
+
+    rate: float
+    producer_cpu: float
+    consumer_cpu: float
+
+
+class CpuMeter:
+    """CPU seconds of this process and of the consuming child over a stretch of work."""
+
+    def __init__(self, child: int) -> None:
+        self._child = child
+        self._self = time.process_time()
+        self._other = process_cpu_seconds(child)
+
+    def figures(self, rate: float, n: int) -> Figures:
+        return Figures(
+            rate,
+            (time.process_time() - self._self) * 1000 / n,
+            (process_cpu_seconds(self._child) - self._other) * 1000 / n,
+        )
+
+
+async def raw_rate(bootstrap: str, n: int, value: bytes, loop: str) -> Figures:
     topic = f"bench-raw-{secrets.token_hex(4)}"
     context = mp.get_context("spawn")
     ready, done = context.Event(), context.Event()
@@ -197,15 +291,17 @@ async def raw_rate(bootstrap: str, n: int, value: bytes) -> float:
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"warm-up")  # creates the topic
-        process = _spawn(raw_consumer, bootstrap, topic, n + 1, ready, done)
+        process = _spawn(raw_consumer, bootstrap, topic, n + 1, ready, done, loop)
+        assert process.pid is not None
         await _wait(ready)
+        meter = CpuMeter(process.pid)
         start = time.perf_counter()
         futures = [await producer.send(topic, value, key=str(i % 64).encode()) for i in range(n)]
         await asyncio.gather(*futures)
         await _wait(done, within=300)
-        rate = n / (time.perf_counter() - start)
+        figures = meter.figures(n / (time.perf_counter() - start), n)
         process.join(10)
-        return rate
+        return figures
     finally:
         await producer.stop()
 
@@ -265,15 +361,28 @@ async def wait_applied(engine: AsyncEngine, n: int, within: float = 300) -> None
     while await applied(engine) < n:
         if time.perf_counter() > deadline:
             raise TimeoutError(f"only {await applied(engine)} of {n} applied")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the end time comes from the rows, not from this poll
+
+
+async def last_applied(engine: AsyncEngine) -> datetime:
+    async with engine.connect() as conn:
+        table = CONSUMER.metadata.tables["effects"]
+        return (await conn.execute(select(func.max(table.c.applied)))).scalar_one()  # type: ignore[no-any-return]
 
 
 async def end_to_end_rate(
-    producer: ProducerService, consumer_db: AsyncEngine, n: int, writers: int = 8, per_tx: int = 50
-) -> float:
-    """Writers commit state changes of `per_tx` events each, as fast as they can."""
+    producer: ProducerService,
+    consumer_db: AsyncEngine,
+    consumer_pid: int,
+    n: int,
+    writers: int = 8,
+    per_tx: int = 50,
+) -> Figures:
+    """Writers commit state changes of `per_tx` events each, as fast as they can; the rate is
+    `n` / (when the consumer wrote the last effect − the start)."""
     chunks = [range(s, min(s + per_tx, n)) for s in range(0, n, per_tx)]
-    start = time.perf_counter()
+    meter = CpuMeter(consumer_pid)
+    start = datetime.now(UTC)
 
     async def writer(mine: list[range]) -> None:
         for chunk in mine:
@@ -281,7 +390,9 @@ async def end_to_end_rate(
 
     await asyncio.gather(*(writer(chunks[w::writers]) for w in range(writers)))
     await wait_applied(consumer_db, n)
-    return n / (time.perf_counter() - start)
+    figures = meter.figures(0.0, n)  # CPU up to completion (+ at most one poll)
+    figures.rate = n / (await last_applied(consumer_db) - start).total_seconds()
+    return figures
 
 
 async def paced_latency(
@@ -329,12 +440,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(events: int, latency_seconds: float) -> None:
+async def main(events: int, latency_seconds: float, orm_effect: bool, loop: str) -> None:
     with infrastructure() as (bootstrap, pg):
         event_type = f"kiban.bench{secrets.token_hex(3)}.measured.v1"
         value = encode(measured(event_type, 0)).value
         print(f"raw aiokafka produce → consume of {events} events (two processes) ...", flush=True)
-        raw = await raw_rate(bootstrap, events, value)
+        raw = await raw_rate(bootstrap, events, value, loop)
 
         suffix = secrets.token_hex(3)
         consumer_url = pg.create_database(f"consumer_{suffix}")
@@ -345,11 +456,14 @@ async def main(events: int, latency_seconds: float) -> None:
         ready, stop = context.Event(), context.Event()
         producer = ProducerService(bootstrap, pg.create_database(f"producer_{suffix}"), event_type)
         async with producer.running():
-            process = _spawn(kiban_consumer, bootstrap, event_type, consumer_url, ready, stop)
+            process = _spawn(
+                kiban_consumer, bootstrap, event_type, consumer_url, ready, stop, orm_effect, loop
+            )
+            assert process.pid is not None
             try:
                 await _wait(ready)
                 print(f"outbox → relay → Kafka → consumer runner, {events} events ...", flush=True)
-                e2e = await end_to_end_rate(producer, consumer_db, events)
+                e2e = await end_to_end_rate(producer, consumer_db, process.pid, events)
                 print(
                     f"paced 1,000 events/s (100 transactions/s of 10) for {latency_seconds:.0f}s",
                     flush=True,
@@ -361,14 +475,21 @@ async def main(events: int, latency_seconds: float) -> None:
         await consumer_db.dispose()
 
     p50, p99 = statistics.median(lat), percentile(lat, 0.99)
-    share = e2e / raw
+    share = e2e.rate / raw.rate
 
     def verdict(ok: bool) -> str:
         return "OK" if ok else "MISSED"
 
     print()
-    print(f"raw Kafka rate:      {raw:8.0f} events/s  (baseline, same broker, same run)")
-    print(f"end-to-end rate:     {e2e:8.0f} events/s  target ≥ 5,000       {verdict(e2e >= 5000)}")
+    print(
+        f"event loop: {loop}; handler effect: "
+        f"{'one ORM object per event' if orm_effect else 'one INSERT per batch'}"
+    )
+    print(f"raw Kafka rate:      {raw.rate:8.0f} events/s  (baseline, same broker, same run)")
+    print(
+        f"end-to-end rate:     {e2e.rate:8.0f} events/s  target ≥ 5,000       "
+        f"{verdict(e2e.rate >= 5000)}"
+    )
     print(
         f"share of raw rate:   {share:8.1%}           target ≥ 40 %        {verdict(share >= 0.4)}"
     )
@@ -376,11 +497,30 @@ async def main(events: int, latency_seconds: float) -> None:
         f"latency at 1,000/s:  p50 {p50:.1f} ms, p99 {p99:.1f} ms  target p99 < 100 ms  "
         f"{verdict(p99 < 100)}"
     )
+    print(
+        "CPU s per 1,000 events (producing / consuming process): "
+        f"raw {raw.producer_cpu:.3f} / {raw.consumer_cpu:.3f}, "
+        f"Kiban {e2e.producer_cpu:.3f} / {e2e.consumer_cpu:.3f}"
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument(
+        "--orm-effect",
+        action="store_true",
+        help="the consumer's handler adds one sqlmodel object per event instead of batching",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop of every process, baseline included (services run uvloop)",
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.events, arguments.latency_seconds))
+    run_loop(
+        main(arguments.events, arguments.latency_seconds, arguments.orm_effect, arguments.loop),
+        arguments.loop,
+    )

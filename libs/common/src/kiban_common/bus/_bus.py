@@ -60,9 +60,10 @@ class Bus:
             )
 
     async def publish(self, messages: Sequence[WireMessage]) -> None:
-        for message in messages:
-            self.check_publish(message.topic)
-        await self.transport.ensure_topics(sorted({m.topic for m in messages}))
+        topics = sorted({m.topic for m in messages})
+        for topic in topics:
+            self.check_publish(topic)
+        await self.transport.ensure_topics(topics)
         await self.transport.send(messages)
 
     def consumer(

@@ -8,7 +8,8 @@ For each batch the runner
 3. if any handler fails, rolls the batch back and applies the events one by one, retrying each
    with exponential backoff; an event that still fails after `max_attempts` goes to the
    dead-letter topic `dlq.<group>` and the runner moves on;
-4. commits the offsets only after the database commit (and the dead-letter send).
+4. commits the offsets only after the database commit (and the dead-letter send); that commit
+   overlaps the fetch and processing of the next batch, one at a time, in order.
 
 A crash anywhere before step 4 redelivers the batch; step 2's event ids make that harmless.
 """
@@ -25,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
-from sqlalchemy import Table
+from sqlalchemy import DateTime, Insert, String, Table, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -46,6 +48,29 @@ _INSERTS: dict[str, Callable[[Table], Any]] = {
     "postgresql": postgresql_insert,
     "sqlite": sqlite_insert,
 }
+
+
+def _unnest_claim(table: Table) -> Insert:
+    """`_claim` on PostgreSQL: the batch's ids as two arrays, unnested into rows."""
+    batch = (
+        func.unnest(
+            bindparam("ids", type_=ARRAY(String())), bindparam("types", type_=ARRAY(String()))
+        )
+        .table_valued("id", "type")
+        .render_derived(name="e")
+    )
+    rows = select(
+        bindparam("group", type_=String()),
+        batch.c.id,
+        batch.c.type,
+        bindparam("at", type_=DateTime(timezone=True)),
+    )
+    return (
+        postgresql_insert(table)
+        .from_select(["consumer_group", "event_id", "type", "processed_at"], rows)
+        .on_conflict_do_nothing()
+        .returning(table.c.event_id)
+    )
 
 
 class _Stopping(Exception):
@@ -114,6 +139,7 @@ class ConsumerRunner:
         self._poll_timeout_ms = poll_timeout_ms
         self._stopping = asyncio.Event()
         self._consumer: Consumer | None = None
+        self._claim_postgresql: Insert | None = None
         self.started = asyncio.Event()
 
     @property
@@ -128,6 +154,11 @@ class ConsumerRunner:
         consumer = await self._transport.consumer(self.group, self.topics)
         self._consumer = consumer
         self.started.set()
+        # The offset commit of a batch runs while the runner fetches and applies the next one
+        # (it is started only after the batch's database commit, and at most one is in flight,
+        # so offsets are committed in order); it is awaited before the next commit, on the
+        # next idle poll and before leaving the group.
+        committing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 try:
@@ -137,15 +168,25 @@ class ConsumerRunner:
                 except BrokerUnavailable:
                     await self._pause(1.0)
                     continue
+                if committing is not None and committing.done():
+                    finished = committing
+                    committing = None
+                    await finished  # surfaces a failure other than the broker's
                 if batch:
                     try:
                         await self.process(batch)
                     except _Stopping:
                         break  # uncommitted: the batch is redelivered after restart
-                    await self._commit(consumer, batch)
+                    if committing is not None:
+                        await committing
+                    committing = asyncio.create_task(self._commit(consumer, batch))
         finally:
-            self._consumer = None
-            await consumer.stop()
+            try:
+                if committing is not None:
+                    await committing
+            finally:
+                self._consumer = None
+                await consumer.stop()
 
     async def _commit(self, consumer: Consumer, batch: Sequence[Received]) -> None:
         offsets: dict[tuple[str, int], int] = {}
@@ -214,23 +255,32 @@ class ConsumerRunner:
         the event instead of applying it twice.
         """
         now = datetime.now(UTC)
-        rows = {
-            i.event.id: {
-                "consumer_group": self.group,
-                "event_id": i.event.id,
-                "type": i.event.type,
-                "processed_at": now,
-            }
-            for i in items
-        }
+        types = {i.event.id: i.event.type for i in items}  # one row per id, even if repeated
         connection = await tx.session.connection()
-        dialect_insert = _INSERTS[connection.dialect.name]
+        if connection.dialect.name == "postgresql":
+            # The ids travel as two arrays: one statement and no per-row parameter handling.
+            if self._claim_postgresql is None:
+                self._claim_postgresql = _unnest_claim(self._processed)
+            result = await connection.execute(
+                self._claim_postgresql,
+                {
+                    "group": self.group,
+                    "at": now,
+                    "ids": list(types),
+                    "types": list(types.values()),
+                },
+            )
+            return dict.fromkeys(result.scalars(), True)
         statement = (
-            dialect_insert(self._processed)
+            _INSERTS[connection.dialect.name](self._processed)
             .on_conflict_do_nothing()
             .returning(self._processed.c.event_id)
         )
-        result = await connection.execute(statement, list(rows.values()))
+        rows = [
+            {"consumer_group": self.group, "event_id": i, "type": t, "processed_at": now}
+            for i, t in types.items()
+        ]
+        result = await connection.execute(statement, rows)
         return dict.fromkeys(result.scalars(), True)
 
     async def _apply_alone(self, item: _Decoded) -> None:

@@ -1,21 +1,26 @@
 """The relay: publishes committed outbox rows at least once, in commit order.
 
-It reads a batch in `id` order under a row lock (a second relay of the same service waits, so
-order holds across replicas), hands it to the bus, and deletes it only after the broker has
-acknowledged every message. A crash between the two publishes the batch again; consumers
-de-duplicate by event id. While the broker is down the rows stay and the relay backs off.
+It takes a batch in `id` order under a row lock (a second relay of the same service waits, so
+order holds across replicas), hands it to the bus, and commits the batch's deletion only after the
+broker has acknowledged every message (PostgreSQL: one `DELETE ... RETURNING` of the locked batch,
+committed after the acks; SQLite: read, publish, delete those ids). A crash before the commit
+publishes the batch again; consumers de-duplicate by event id. While the broker is down the rows
+stay and the relay backs off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from sqlalchemy import Table, delete, func, select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import Table, Text, cast, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kiban_common.events import WireMessage
@@ -85,17 +90,12 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many events went out."""
-        t = self._table
         async with self._sessions() as session, session.begin():
             connection = await session.connection()
-            rows = (
-                await connection.execute(
-                    select(t.c.id, t.c.type, t.c.key, t.c.value, t.c.headers)
-                    .order_by(t.c.id)
-                    .limit(self._batch_size)
-                    .with_for_update()
-                )
-            ).all()
+            if connection.dialect.name == "postgresql":
+                rows = await self._take_postgresql(connection)
+            else:
+                rows = await self._read(connection)
             if not rows:
                 return 0
             await self._publish(
@@ -104,17 +104,51 @@ class OutboxRelay:
                         topic=row.type,
                         key=row.key,
                         value=row.value,
-                        headers=tuple((k, v.encode()) for k, v in row.headers),
+                        headers=_headers(row.headers),
                     )
                     for row in rows
                 ]
             )
-            # Exactly the rows sent: ids are allotted at insert, not at commit, so a lower id
-            # may commit later and must not be swept away unpublished.
-            await session.exec(delete(t).where(t.c.id.in_([row.id for row in rows])))
+            if connection.dialect.name != "postgresql":
+                # Exactly the rows sent: ids are allotted at insert, not at commit, so a lower
+                # id may commit later and must not be swept away unpublished.
+                t = self._table
+                await connection.execute(delete(t).where(t.c.id.in_([row.id for row in rows])))
+            # Commit (the deletion) only now that the broker has acknowledged every message;
+            # any failure above rolls it back and the rows stay for the next attempt.
         self.published += len(rows)
         self.published_by_type.update(row.type for row in rows)
         return len(rows)
+
+    async def _take_postgresql(self, connection: AsyncConnection) -> Sequence[Any]:
+        """Delete the oldest batch under its row locks and return it, in one round trip
+        (`DELETE ... WHERE id IN (SELECT ... FOR UPDATE) RETURNING`); the deletion commits only
+        after the broker's acknowledgement. A second relay waits on the locks, as with a read."""
+        t = self._table
+        oldest = select(t.c.id).order_by(t.c.id).limit(self._batch_size).with_for_update()
+        rows = list(
+            (
+                await connection.execute(
+                    delete(t)
+                    .where(t.c.id.in_(oldest.scalar_subquery()))
+                    .returning(t.c.id, t.c.type, t.c.key, t.c.value, _headers_text(t))
+                )
+            ).all()
+        )
+        rows.sort(key=lambda row: row.id)  # RETURNING promises no order; commit order is id
+        return rows
+
+    async def _read(self, connection: AsyncConnection) -> Sequence[Any]:
+        """The oldest batch in `id` order, under a row lock where the database has one."""
+        t = self._table
+        return (
+            await connection.execute(
+                select(t.c.id, t.c.type, t.c.key, t.c.value, _headers_text(t))
+                .order_by(t.c.id)
+                .limit(self._batch_size)
+                .with_for_update()
+            )
+        ).all()
 
     async def pending(self) -> int:
         async with self._sessions() as session:
@@ -147,3 +181,14 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
         self._wakeup.clear()
+
+
+def _headers_text(t: Table) -> Any:
+    """The stored headers as their JSON text: rows of one type without trace context share the
+    same text, so `_headers` parses each distinct text once instead of once per row."""
+    return cast(t.c.headers, Text).label("headers")
+
+
+@functools.lru_cache(maxsize=1024)
+def _headers(stored: str) -> tuple[tuple[str, bytes], ...]:
+    return tuple((name, value.encode()) for name, value in json.loads(stored))

@@ -14,7 +14,22 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, insert
+from opentelemetry import trace
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Insert,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -123,6 +138,7 @@ class OutboxWriter:
         self.zone = zone
         self.registry = registry
         self.on_commit = on_commit
+        self._unnest: Insert | None = None
 
     def check(self, event: Event[Any]) -> None:
         spec = self.registry.get(event.type)
@@ -154,14 +170,59 @@ class OutboxWriter:
         }
 
     async def write_rows(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        """Insert `rows` (from `row()`) in one statement; their ids follow the list's order."""
         connection = await session.connection()
+        if connection.dialect.name == "postgresql" and len(rows) > 1:
+            # The rows travel as one array per column: no per-row parameter handling.
+            if self._unnest is None:
+                self._unnest = _unnest_insert(self.table)
+            await connection.execute(
+                self._unnest,
+                {
+                    "event_ids": [r["event_id"] for r in rows],
+                    "types": [r["type"] for r in rows],
+                    "keys": [r["key"] for r in rows],
+                    "values": [r["value"] for r in rows],
+                    "headers": [json.dumps(r["headers"]) for r in rows],
+                    "created": [r["created_at"] for r in rows],
+                },
+            )
+            return
         await connection.execute(insert(self.table), rows)
 
     async def write(self, session: AsyncSession, event: Event[Any]) -> None:
         await self.write_rows(session, [self.row(event)])
 
 
+def _unnest_insert(table: Table) -> Insert:
+    """PostgreSQL: insert rows given as column arrays, in array order (ORDER BY the ordinality,
+    so the serial ids, which are commit order for the relay, follow the order of emission)."""
+    arrays = (
+        ("event_ids", String()),
+        ("types", String()),
+        ("keys", LargeBinary()),
+        ("values", LargeBinary()),
+        ("headers", Text()),
+        ("created", DateTime(timezone=True)),
+    )
+    r = (
+        func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, kind in arrays))
+        .table_valued(
+            "event_id", "type", "key", "value", "headers", "created_at", with_ordinality="n"
+        )
+        .render_derived(name="r")
+    )
+    rows = select(
+        r.c.event_id, r.c.type, r.c.key, r.c.value, cast(r.c.headers, JSON), r.c.created_at
+    ).order_by(r.c.n)
+    return insert(table).from_select(
+        ["event_id", "type", "key", "value", "headers", "created_at"], rows
+    )
+
+
 def _with_trace(event: Event[Any]) -> Event[Any]:
+    if not trace.get_current_span().get_span_context().is_valid:
+        return event  # no active trace: nothing to carry (and the propagators are skipped)
     traceparent = current_traceparent()
     if traceparent is None:
         return event
