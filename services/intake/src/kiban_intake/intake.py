@@ -11,9 +11,9 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -33,6 +33,9 @@ from kiban_intake.domain.normalize import match_keys, normalize_date
 from kiban_intake.domain.rules import Decision, Notice, decide, renewal_due, turns_adult_on
 from kiban_intake.settings import IntakeSettings
 from kiban_intake.store import queries as q
+
+if TYPE_CHECKING:
+    from kiban_intake.bundles import BundleTaker
 
 SOURCE = "/kiban/intake"
 PATIENT_KEY_CONTEXT = "kiban.patient-key"
@@ -83,6 +86,33 @@ class SealedRecord:
     event_resources: str | None
 
 
+@dataclass(slots=True)
+class Candidates:
+    """The patients of one submission with their keys (computed once: they are HMACs)."""
+
+    groups: list[PatientGroup]
+    keys: list[str]
+    digests: list[list[str]]
+
+
+@dataclass(slots=True)
+class PatientWrites:
+    """Patients and identity keys to store, queued by `Intake.admit` (one or many
+    submissions), written with one statement each."""
+
+    patients: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[dict[str, Any]] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    def extend(self, other: PatientWrites) -> None:
+        self.patients += other.patients
+        self.keys += other.keys
+        self.stale += other.stale
+
+    async def store(self, conn: AsyncConnection) -> None:
+        await q.upsert_patients(conn, self.patients, self.keys, self.stale)
+
+
 class InstitutionRefused(Exception):
     """The submitting institution is not registered (`status` None) or not active."""
 
@@ -118,6 +148,8 @@ class Intake:
         self.clock = clock
         self.zone = ZoneInfo(self.settings.timezone)
         self.scheduler_wake = asyncio.Event()
+        # The group commit of POST /v1/bundles (kiban_intake.bundles), made on first use.
+        self.bundles: BundleTaker | None = None
 
     # -- keys and time -------------------------------------------------------------------------
 
@@ -174,30 +206,60 @@ class Intake:
         """Decide each patient and store the ones that are accepted or held. With
         `require_active`, the institution's registration is checked in the same round trip
         (raises `InstitutionRefused`)."""
-        today, now = self.today(), self.now()
-        keys = [self.patient_key(institution_code, g.patient_id) for g in groups]
-        digests = [self.identity_digests(g.identity) for g in groups]
+        candidates = self.candidates(institution_code, groups)
+        facts = await self.facts(conn, institution_code, [candidates], require_active)
+        writes = PatientWrites()
+        admissions = self.admit(institution_code, candidates, facts, writes)
+        await writes.store(conn)
+        return admissions
+
+    def candidates(self, institution_code: str, groups: Sequence[PatientGroup]) -> Candidates:
+        return Candidates(
+            groups=list(groups),
+            keys=[self.patient_key(institution_code, g.patient_id) for g in groups],
+            digests=[self.identity_digests(g.identity) for g in groups],
+        )
+
+    async def facts(
+        self,
+        conn: AsyncConnection,
+        institution_code: str,
+        candidates: Sequence[Candidates],
+        require_active: bool,
+    ) -> q.AdmissionFacts:
+        """What the decisions of these patients (of one institution) depend on, in one round
+        trip; with `require_active`, raises `InstitutionRefused` unless it is active."""
         facts = await q.admission_facts(
             conn,
             institution_code,
-            keys,
-            [d for ds in digests for d in ds],
+            [k for c in candidates for k in c.keys],
+            [d for c in candidates for ds in c.digests for d in ds],
             institution=require_active,
         )
         if require_active and facts.institution_status != "active":
             raise InstitutionRefused(facts.institution_status)
+        return facts
+
+    def admit(
+        self,
+        institution_code: str,
+        candidates: Candidates,
+        facts: q.AdmissionFacts,
+        writes: PatientWrites,
+    ) -> list[Admission]:
+        """Decide each patient; queue in `writes` what is stored of the accepted and held."""
+        today, now = self.today(), self.now()
         blocked = facts.blocked
         admissions: list[Admission] = []
-        patient_rows: list[dict[str, Any]] = []
-        key_rows: list[dict[str, Any]] = []
-        stale: list[str] = []
-        for group, key, ds in zip(groups, keys, digests, strict=True):
+        for group, key, ds in zip(
+            candidates.groups, candidates.keys, candidates.digests, strict=True
+        ):
             out = key in facts.opted_out or key in blocked or any(d in blocked for d in ds)
             decision = self._decide(facts.notices.get(key, ()), group.identity, out, today)
             admissions.append(Admission(group, key, decision))
             if decision.status == "rejected":
                 continue  # nothing of a rejected patient is kept
-            patient_rows.append(
+            writes.patients.append(
                 {
                     "patient_key": key,
                     "institution_code": institution_code,
@@ -214,12 +276,11 @@ class Intake:
             if stored == wanted:
                 continue  # a patient seen before under the same name and birth date
             if stored:
-                stale.append(key)
-            key_rows.extend(
+                writes.stale.append(key)
+            writes.keys.extend(
                 {"patient_key": key, "digest": d, "institution_code": institution_code}
                 for d in dict.fromkeys(ds)
             )
-        await q.upsert_patients(conn, patient_rows, key_rows, stale)
         return admissions
 
     async def write_records(
@@ -232,8 +293,22 @@ class Intake:
     ) -> int:
         """Store the resources of accepted and held patients (encrypted) and emit
         record-received for the accepted ones. Returns the number of resources kept."""
-        now = self.now()
         rows: list[dict[str, Any]] = []
+        kept = await self.record_rows(tx, rows, submission_id, institution_code, items)
+        await q.insert_records(conn, rows)
+        return kept
+
+    async def record_rows(
+        self,
+        tx: Transaction,
+        rows: list[dict[str, Any]],
+        submission_id: str,
+        institution_code: str,
+        items: Iterable[tuple[Admission, list[dict[str, Any]]]],
+    ) -> int:
+        """Append to `rows` the record rows of accepted and held patients and emit
+        record-received for the accepted ones; returns the number of resources kept."""
+        now = self.now()
         kept = 0
         for admission, resources in items:
             status = admission.decision.status
@@ -268,7 +343,6 @@ class Intake:
                     len(resources),
                     now,
                 )
-        await q.insert_records(conn, rows)
         return kept
 
     def record_payloads(
@@ -343,24 +417,49 @@ class Intake:
         idempotency_key: str | None,
         request_hash: str | None,
     ) -> None:
-        counts = outcome["counts"]
-        await q.insert_submission(
+        await q.insert_submissions(
             conn,
-            {
-                "id": submission_id,
-                "institution_code": institution_code,
-                "kind": kind,
-                "bundle_type": bundle_type,
-                "received_at": self.now(),
-                "accepted": counts["accepted"],
-                "held": counts["held"],
-                "rejected": counts["rejected"],
-                "resource_count": resource_count,
-                "outcome": self.cipher.encrypt_json(outcome, context=OUTCOME),
-                "idempotency_key": idempotency_key,
-                "request_hash": request_hash,
-            },
+            [
+                self.submission_row(
+                    submission_id=submission_id,
+                    institution_code=institution_code,
+                    kind=kind,
+                    bundle_type=bundle_type,
+                    outcome=outcome,
+                    resource_count=resource_count,
+                    idempotency_key=idempotency_key,
+                    request_hash=request_hash,
+                )
+            ],
         )
+
+    def submission_row(
+        self,
+        *,
+        submission_id: str,
+        institution_code: str,
+        kind: str,
+        bundle_type: str | None,
+        outcome: dict[str, Any],
+        resource_count: int,
+        idempotency_key: str | None,
+        request_hash: str | None,
+    ) -> dict[str, Any]:
+        counts = outcome["counts"]
+        return {
+            "id": submission_id,
+            "institution_code": institution_code,
+            "kind": kind,
+            "bundle_type": bundle_type,
+            "received_at": self.now(),
+            "accepted": counts["accepted"],
+            "held": counts["held"],
+            "rejected": counts["rejected"],
+            "resource_count": resource_count,
+            "outcome": self.cipher.encrypt_json(outcome, context=OUTCOME),
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+        }
 
     def read_outcome(self, row: dict[str, Any]) -> dict[str, Any]:
         outcome: dict[str, Any] = self.cipher.decrypt_json(row["outcome"], context=OUTCOME)

@@ -27,8 +27,9 @@ from kiban_intake.api.deps import (
     refuse_unless_active,
 )
 from kiban_intake.bulk import BodyTooLarge, BulkIngest, lines
+from kiban_intake.bundles import Bundle, taker_of
 from kiban_intake.domain.fhir import FhirInvalid, Issue, parse_bundle, parse_json
-from kiban_intake.intake import Admission, InstitutionRefused, Intake
+from kiban_intake.intake import InstitutionRefused, Intake
 from kiban_intake.store import queries as q
 
 router = APIRouter(tags=["submissions"])
@@ -78,17 +79,6 @@ async def _check_institution(intake: Intake, institution: str) -> None:
     refuse_unless_active(None if found is None else found["status"])
 
 
-def _summary(submission_id: str, admissions: list[Admission], ignored: int) -> dict[str, Any]:
-    patients = [a.outcome() for a in admissions]
-    counts = {s: sum(p["status"] == s for p in patients) for s in ("accepted", "held", "rejected")}
-    return {
-        "submission_id": submission_id,
-        "patients": patients,
-        "counts": counts,
-        "ignored_resources": ignored,
-    }
-
-
 @router.post(
     "/v1/bundles",
     status_code=202,
@@ -119,56 +109,16 @@ async def post_bundle(
         replay = await _replay(intake, institution, idempotency_key, request_hash, check=True)
         if replay is not None:
             return replay
-    verified = False  # the institution's registration, checked with the patients below
     try:
         parsed = parse_bundle(parse_json(bytes(body)), institution)
-        del body
-        submission_id = str(uuid.uuid4())
-        async with runtime.transaction() as tx:
-            conn = await tx.session.connection()
-            admissions = await intake.decide_patients(
-                conn, institution, parsed.groups, require_active=True
-            )
-            verified = True
-            if parsed.type == "transaction":
-                failed = [a for a in admissions if a.decision.status == "rejected"]
-                if failed:
-                    raise FhirInvalid(
-                        [
-                            Issue(
-                                f"Bundle.entry[{a.group.entry}].resource",
-                                "business-rule",
-                                f"patient rejected ({a.decision.reason}); the transaction "
-                                "is not applied",
-                            )
-                            for a in failed
-                        ]
-                    )
-            kept = await intake.write_records(
-                tx, conn, submission_id, institution, [(a, a.group.resources) for a in admissions]
-            )
-            outcome = _summary(submission_id, admissions, parsed.ignored)
-            await intake.store_submission(
-                conn,
-                submission_id=submission_id,
-                institution_code=institution,
-                kind="bundle",
-                bundle_type=parsed.type,
-                outcome=outcome,
-                resource_count=kept,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-            )
-            tx.audit(
-                "submission.received",
-                refs=[submission_id],
-                count=kept,
-                principal=f"institution:{institution}",
-                route="/v1/bundles",
-            )
     except FhirInvalid as exc:
-        if not verified:  # an unregistered or suspended institution hears 403, not 422
-            await _check_institution(intake, institution)
+        await _check_institution(intake, institution)  # unregistered or suspended: 403, not 422
+        return fhir_error(422, exc.issues)
+    del body
+    bundle = Bundle(institution, parsed, str(uuid.uuid4()), idempotency_key, request_hash)
+    try:
+        outcome = await taker_of(intake).take(bundle)
+    except FhirInvalid as exc:  # a transaction bundle with a rejected patient
         return fhir_error(422, exc.issues)
     except InstitutionRefused as exc:
         refuse_unless_active(exc.status)  # raises the 403

@@ -471,10 +471,11 @@ _INSERT_SUBMISSION = insert(submissions)
 _INSERT_RECORDS = insert(records)
 
 
-async def insert_submission(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    # The row as parameters of one prepared INSERT (not `.values(**row)`, which builds a new
+async def insert_submissions(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    # The rows as parameters of one prepared INSERT (not `.values(**row)`, which builds a new
     # statement, and a new cache key, per call).
-    await conn.execute(_INSERT_SUBMISSION, row)
+    if rows:
+        await conn.execute(_INSERT_SUBMISSION, rows)
 
 
 async def get_submission(conn: AsyncConnection, submission_id: str) -> dict[str, Any] | None:
