@@ -129,3 +129,25 @@ async def test_before_commit_steps_run_once_at_the_end_and_may_still_emit(tmp_pa
             order.append("body")
         assert order == ["body", "before_commit"]
         await eventually(lambda: _value(seen), until=lambda s: s == ["ctx-hooks:late"])
+
+
+async def test_a_started_service_freezes_its_heap_unless_told_not_to(tmp_path: Path) -> None:
+    """`KIBAN_GC_FREEZE` (on by default): once started, what is alive leaves the collector's
+    generations; the test harness's `running_service` turns it off for test processes."""
+    import gc
+
+    settings = embedded_settings(CoreSettings, tmp_path, bus="memory")
+    assert settings.gc_freeze
+    app = build_app(_definition(Zone.CORE, [], []), settings, broker=MemoryBroker())
+    gc.unfreeze()
+    try:
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # this test process keeps collecting what the service left
+    async with running_service(
+        lambda s, broker: build_app(_definition(Zone.CORE, [], []), s, broker=broker),
+        settings,
+        broker=MemoryBroker(),
+    ):
+        assert gc.get_freeze_count() == 0

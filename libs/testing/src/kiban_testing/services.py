@@ -73,7 +73,10 @@ async def running_service(
     broker: MemoryBroker | None = None,
     client_address: str = "127.0.0.1",
 ) -> AsyncIterator[RunningService]:
-    """Start the app's lifespan (migrations, relay, consumers) and yield a client for it."""
+    """Start the app's lifespan (migrations, relay, consumers) and yield a client for it.
+    The heap is not frozen (`gc_freeze`): in a test process every test's objects would stay."""
+    if settings.gc_freeze:
+        settings = settings.model_copy(update={"gc_freeze": False})
     app = create_app(settings, broker=broker)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=(client_address, 50000))

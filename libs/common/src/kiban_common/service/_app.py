@@ -7,6 +7,7 @@ of every request and tracing. Resources open in the lifespan, never at import ti
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -61,6 +62,8 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running():
+            if settings.gc_freeze:
+                freeze_startup_heap()
             yield
         await http.aclose()
 
@@ -121,6 +124,12 @@ def build_app(
         app, runtime, allowed_networks=settings.zone_guard.allowed_networks, exempt_paths=_UNGUARDED
     )
     return app
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then keep what survives out of later collections (`KIBAN_GC_FREEZE`)."""
+    gc.collect()
+    gc.freeze()
 
 
 # Span attributes the ASGI instrumentation fills with the concrete path, URL or query string.
