@@ -1,16 +1,19 @@
-"""The background refit: EM on the vault once it has grown, persisted, and used after a restart."""
+"""The background refit: EM on the vault once it has grown, persisted, and used after a restart;
+the index load at start (the vault into memory, then `gc.freeze()`)."""
 
 from __future__ import annotations
 
+import gc
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiban_common.bus import MemoryBroker
+from kiban_common.events import RECORD_LINKED
 from kiban_linkage.main import create_app
 from kiban_linkage.refit import refit_once
 from kiban_linkage.settings import LinkageOptions, LinkageSettings
-from kiban_testing import embedded_settings, running_service
+from kiban_testing import embedded_settings, eventually, running_service
 
 if TYPE_CHECKING:
     from conftest import Linked
@@ -89,3 +92,52 @@ async def test_refit_estimates_the_model_from_the_vault_and_a_restart_uses_it(
         await linked.receive({**base[0], "institution_patient_id": "G-1"}, institution="33")
         assert linked.ctx.model_id == model_id
         assert linked.ctx.model.to_dict() == fitted.to_dict()
+
+
+async def test_a_restart_loads_the_vault_into_memory_and_freezes_it_out_of_the_collector(
+    tmp_path: Path, harness: type[Linked]
+) -> None:
+    settings = embedded_settings(LinkageSettings, tmp_path)
+    base = people(12, seed=3)
+    broker = MemoryBroker()
+    async with running_service(create_app, settings, broker=broker) as svc:
+        linked = harness(svc, broker=broker)
+        for identity in base:
+            await linked.receive(identity)
+        first = linked.published(RECORD_LINKED)[0].data.person
+    gc.unfreeze()
+    broker = MemoryBroker()
+    async with running_service(create_app, settings, broker=broker, gc_freeze=True) as svc:
+        linked = harness(svc, broker=broker)
+        linked.sent = len(base)  # the vault's events were processed before the restart
+
+        async def cached() -> int:
+            return len(linked.ctx.cache)
+
+        await eventually(cached, until=lambda n: n == len(base))
+        await eventually(_frozen, until=bool)
+        # the cache is keyed by a hash of the token, not by the token
+        assert all(isinstance(k, bytes) and len(k) == 16 for k in linked.ctx.cache._items)
+        await linked.receive({**base[0], "institution_patient_id": "H-1"}, institution="44")
+        assert linked.published(RECORD_LINKED)[-1].data.person == first
+
+
+async def test_the_index_load_leaves_the_collector_alone_when_gc_freeze_is_off(
+    tmp_path: Path, harness: type[Linked]
+) -> None:
+    settings = embedded_settings(LinkageSettings, tmp_path, gc_freeze=False)
+    async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
+        await harness(svc, broker=None).receive(people(1, seed=4)[0])
+    gc.unfreeze()
+    async with running_service(create_app, settings, broker=MemoryBroker(), gc_freeze=True) as svc:
+        linked = harness(svc, broker=None)
+
+        async def cached() -> int:
+            return len(linked.ctx.cache)
+
+        await eventually(cached, until=lambda n: n == 1)
+        assert gc.get_freeze_count() == 0
+
+
+async def _frozen() -> int:
+    return gc.get_freeze_count()

@@ -72,10 +72,12 @@ async def running_service(
     *,
     broker: MemoryBroker | None = None,
     client_address: str = "127.0.0.1",
+    gc_freeze: bool = False,
 ) -> AsyncIterator[RunningService]:
     """Start the app's lifespan (migrations, relay, consumers) and yield a client for it.
-    The heap is not frozen (`gc_freeze`): in a test process every test's objects would stay."""
-    if settings.gc_freeze:
+    The service does not freeze the test process's heap (`KIBAN_GC_FREEZE`: each freeze
+    collects the whole heap first) unless `gc_freeze` lets it do what its settings say."""
+    if settings.gc_freeze and not gc_freeze:
         settings = settings.model_copy(update={"gc_freeze": False})
     app = create_app(settings, broker=broker)
     async with app.router.lifespan_context(app):

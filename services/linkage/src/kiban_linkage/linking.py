@@ -78,6 +78,13 @@ class _Known:
     institution: str
     token: str
     deleted: bool = False
+    # the normalized identity behind `token`, once this batch needed it (set with the token)
+    normalized: Normalized | None = None
+
+    def identity(self, ctx: Linkage) -> Normalized:
+        if self.normalized is None:
+            self.normalized = ctx.normalized(self.token)
+        return self.normalized
 
 
 @dataclass
@@ -163,12 +170,8 @@ def _open(ctx: Linkage, event: Event[RecordReceivedV1]) -> _Opened:
 async def _load(batch: _Batch, conn: AsyncConnection, opened: Sequence[_Opened]) -> None:
     """Everything the batch's records can meet, in four queries."""
     digests = {d for item in opened for d in item[4]}
-    pairs = await vault.blocking_pairs(conn, digests)
-    sizes = Counter(d for d, _ in pairs)
-    limit = batch.ctx.options.max_block
-    for digest, record_id in pairs:
-        if sizes[digest] <= limit:  # a key shared by too many records says nothing
-            batch.by_digest.setdefault(digest, []).append(record_id)
+    # a key shared by more than `max_block` records says nothing: left out
+    batch.by_digest = await vault.blocks(conn, digests, max_block=batch.ctx.options.max_block)
     ids = {i for ids in batch.by_digest.values() for i in ids}
     rows = await vault.records_by(conn, ids, [item[0].key for item in opened])
     for r in rows:
@@ -199,7 +202,7 @@ def _prescore(
         for d in digests:
             shared.update(batch.by_digest.get(d, ()))
         ranked = sorted(shared, key=lambda i: (-shared[i], -i))[:limit]
-        others = {id(o): o for o in (ctx.normalized(batch.known[i].token) for i in ranked)}
+        others = {id(o): o for o in (batch.known[i].identity(ctx) for i in ranked)}
         for d in digests:
             for j in earlier.get(d, ()):
                 o = opened[j][3]
@@ -238,9 +241,7 @@ async def _link_one(
     if existing is not None and batch.known[existing].deleted:
         existing = None
     scored = [
-        Scored(
-            i, known.person, batch.probability(position, normalized, ctx.normalized(known.token))
-        )
+        Scored(i, known.person, batch.probability(position, normalized, known.identity(ctx)))
         for i in batch.candidates(digests)
         if i != existing and (known := batch.known[i])
     ]
@@ -282,7 +283,7 @@ async def _link_one(
     if existing is not None:
         known = batch.known[existing]
         ctx.cache.discard([known.token])
-        known.person, known.token = person, token
+        known.person, known.token, known.normalized = person, token, normalized
         if existing < 0:
             pending = batch.new_records[existing]
             pending.row.update(identity=token, person_key=person)
@@ -304,7 +305,7 @@ async def _link_one(
             digests=digests,
             possible=[(s.record_id, s.probability) for s in decision.possible],
         )
-        batch.known[record_id] = _Known(record_id, person, institution, token)
+        batch.known[record_id] = _Known(record_id, person, institution, token, False, normalized)
         batch.by_key[event.key] = record_id
     for d in digests:
         ids = batch.by_digest.setdefault(d, [])
@@ -370,10 +371,12 @@ async def _write(batch: _Batch, conn: AsyncConnection) -> None:
     pending = list(batch.new_records.items())
     ids = await vault.add_records(conn, [n.row for _, n in pending])
     real = {temp: db_id for (temp, _), db_id in zip(pending, ids, strict=True)}
-    await vault.add_blocking_keys(
-        conn,
-        [{"digest": d, "record_id": real[temp]} for temp, n in pending for d in n.digests],
-    )
+    key_digests: list[str] = []
+    key_records: list[int] = []
+    for temp, n in pending:
+        key_digests.extend(n.digests)
+        key_records.extend([real[temp]] * len(n.digests))
+    await vault.add_blocking_key_arrays(conn, key_digests, key_records)
     await vault.add_possible_link_rows(
         conn,
         [

@@ -13,7 +13,7 @@ from kiban_common.service import ServiceDefinition, build_app
 from kiban_common.settings import load_settings
 from kiban_linkage.api import routers
 from kiban_linkage.consumers import handlers
-from kiban_linkage.context import Linkage, NormalizedCache
+from kiban_linkage.context import Linkage, NormalizedCache, load_index
 from kiban_linkage.domain.matching import MatchModel
 from kiban_linkage.refit import refit_loop
 from kiban_linkage.settings import LinkageSettings
@@ -38,7 +38,14 @@ def build_context(runtime: Any) -> Linkage:
         model=MatchModel.default(),
         cache=NormalizedCache(options.cache_size),
         unseal=lambda token, context: crypto.unseal(token, context=context),
+        gc_freeze=settings.gc_freeze,
     )
+
+
+async def load_index_once(runtime: Any) -> None:
+    """At start: the index (normalized identities of the vault) into memory, then
+    `gc.freeze()` (see `context.load_index`)."""
+    await load_index(runtime)
 
 
 DEFINITION = ServiceDefinition(
@@ -50,7 +57,7 @@ DEFINITION = ServiceDefinition(
     routers=routers,
     consumers=handlers,
     context=build_context,
-    background={"model-refit": refit_loop},
+    background={"index-load": load_index_once, "model-refit": refit_loop},
     encrypted_columns=ENCRYPTED_COLUMNS,
 )
 

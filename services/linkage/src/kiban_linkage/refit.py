@@ -32,13 +32,18 @@ async def refit_once(runtime: Any, *, force: bool = False) -> bool:
     async with runtime.transaction() as tx:
         conn = await tx.session.connection()
         latest = await vault.latest_model(conn)
-        if latest is not None and latest["id"] != ctx.model_id:
+        replaced = latest is not None and latest["id"] != ctx.model_id
+        if latest is not None and replaced:
             ctx.use_model(model_from_json(latest["params"]), latest["id"], latest["records"])
         total = await vault.count_records(conn)
         grown = total >= ctx.model_records * (1 + options.refit_growth)
-        if total < max(2, options.refit_min_records) or not (grown or force):
-            return False
-        tokens = await vault.sample_identities(conn, options.refit_sample)
+        fit = total >= max(2, options.refit_min_records) and (grown or force)
+        if fit:
+            tokens = await vault.sample_identities(conn, options.refit_sample)
+    if replaced:
+        ctx.freeze()  # another replica's model is in force: the old one's objects may go
+    if not fit:
+        return False
     model = await asyncio.to_thread(_fit, ctx.cipher, tokens)
     async with runtime.transaction() as tx:
         conn = await tx.session.connection()
@@ -46,6 +51,8 @@ async def refit_once(runtime: Any, *, force: bool = False) -> bool:
             conn, params=model_to_json(model), records_=total, at=ctx.clock()
         )
     ctx.use_model(model, model_id, total)
+    # the fit's objects are garbage now; the new model lives on: a large rebuild
+    ctx.freeze()
     log.info("match model refitted on %d of %d records", len(tokens), total)
     return True
 

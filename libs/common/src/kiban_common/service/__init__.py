@@ -2,7 +2,7 @@
 
 from fastapi import Request
 
-from kiban_common.service._app import build_app
+from kiban_common.service._app import build_app, freeze_heap
 from kiban_common.service._crypto import ServiceCrypto
 from kiban_common.service._definition import Handlers, ServiceDefinition
 from kiban_common.service._runtime import ServiceRuntime
@@ -22,4 +22,5 @@ __all__ = [
     "ServiceRuntime",
     "build_app",
     "current_runtime",
+    "freeze_heap",
 ]

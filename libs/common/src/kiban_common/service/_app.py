@@ -63,7 +63,7 @@ def build_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running():
             if settings.gc_freeze:
-                freeze_startup_heap()
+                freeze_heap()
             yield
         await http.aclose()
 
@@ -126,8 +126,13 @@ def build_app(
     return app
 
 
-def freeze_startup_heap() -> None:
-    """Collect once, then keep what survives out of later collections (`KIBAN_GC_FREEZE`)."""
+def freeze_heap() -> None:
+    """Move every object alive now out of the garbage collector's generations (`gc.freeze`),
+    so full collections stop walking what lives as long as the process (modules, schemas, the
+    app; linkage's index). Frozen objects are still freed by reference counting; only cycles
+    among them would wait, so each call first unfreezes and collects everything: nothing
+    frozen leaks beyond the next call."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
 

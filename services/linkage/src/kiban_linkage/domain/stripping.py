@@ -82,8 +82,15 @@ def _strip_dict(node: Mapping[str, Any], pseudonym: str, hash_id: HashId) -> dic
     return out
 
 
+_LEAVES = (str, int, float, type(None))  # JSON scalars (bool is an int): kept as they are
+
+
 def _strip_value(value: Any, pseudonym: str, hash_id: HashId) -> Any:
-    if isinstance(value, Mapping):
+    # Concrete types first: `isinstance(x, Mapping)` goes through the ABC machinery, which
+    # for every leaf of every resource was a visible part of the streaming cost.
+    if isinstance(value, _LEAVES):
+        return value
+    if isinstance(value, dict | Mapping):
         if "reference" in value or ("display" in value and "code" not in value):
             return _reference(value, pseudonym, hash_id)
         cleaned = _strip_dict(value, pseudonym, hash_id)

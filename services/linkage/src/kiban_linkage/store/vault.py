@@ -383,6 +383,16 @@ async def count_records(conn: AsyncConnection) -> int:
     return int((await conn.execute(select(func.count()).select_from(records))).scalar_one())
 
 
+async def identity_page(
+    conn: AsyncConnection, *, before: int | None, limit: int
+) -> list[tuple[int, str]]:
+    """(id, identity token) of up to `limit` records with an id below `before`, newest first."""
+    query = select(records.c.id, records.c.identity).order_by(records.c.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(records.c.id < before)
+    return [(int(i), t) for i, t in await conn.execute(query)]
+
+
 async def sample_identities(conn: AsyncConnection, limit: int) -> list[str]:
     """Identity tokens of up to `limit` records spread over the vault (every n-th id)."""
     total = await count_records(conn)
@@ -480,19 +490,53 @@ async def blocking_pairs(conn: AsyncConnection, digests: Iterable[str]) -> list[
     return out
 
 
+async def blocks(
+    conn: AsyncConnection, digests: Iterable[str], *, max_block: int
+) -> dict[str, list[int]]:
+    """Digest → ids of the vault records holding it, for each of `digests` held by at most
+    `max_block` records (a key shared by more says nothing; such keys are left out).
+
+    On PostgreSQL one row per digest (`array_agg`, the oversized blocks dropped by the
+    database), so a batch's thousands of (digest, record) pairs cost no Python row each."""
+    out: dict[str, list[int]] = {}
+    if conn.dialect.name != "postgresql":
+        pairs = await blocking_pairs(conn, digests)
+        for digest, record_id in pairs:
+            out.setdefault(digest, []).append(record_id)
+        return {d: ids for d, ids in out.items() if len(ids) <= max_block}
+    statement = text(
+        "SELECT digest, array_agg(record_id) FROM linkage_blocking_keys "
+        "WHERE digest = ANY(CAST(:digests AS varchar[])) "
+        "GROUP BY digest HAVING count(*) <= :max_block"
+    )
+    for chunk in _chunks(sorted(set(digests))):
+        result = await conn.execute(statement, {"digests": list(chunk), "max_block": max_block})
+        for digest, record_ids in result:
+            out[digest] = list(record_ids)
+    return out
+
+
+_VAULT_COLUMNS = (
+    records.c.id,
+    records.c.record_key,
+    records.c.person_key,
+    records.c.institution_code,
+    records.c.identity,
+)
+
+
 async def records_by(
     conn: AsyncConnection, ids: Iterable[int], record_keys: Iterable[str]
 ) -> list[VaultRecord]:
-    """Vault records by id or by record key."""
+    """Vault records by id or by record key (only the columns a `VaultRecord` holds: at a 1M
+    index a batch loads tens of thousands of candidates, and decoding two timestamps per row
+    and a mapping per row was most of this query's CPU)."""
     found: dict[int, VaultRecord] = {}
-    for chunk in _chunks(sorted(set(ids))):
-        query = select(records).where(_one_of(conn, records.c.id, chunk))
-        for row in (await conn.execute(query)).mappings():
-            found[row["id"]] = _record(row)
-    for chunk in _chunks(sorted(set(record_keys))):
-        query = select(records).where(_one_of(conn, records.c.record_key, chunk))
-        for row in (await conn.execute(query)).mappings():
-            found[row["id"]] = _record(row)
+    for column, values in ((records.c.id, ids), (records.c.record_key, record_keys)):
+        for chunk in _chunks(sorted(set(values))):
+            query = select(*_VAULT_COLUMNS).where(_one_of(conn, column, chunk))
+            for row in await conn.execute(query):
+                found[row[0]] = VaultRecord(*row)
     return list(found.values())
 
 
@@ -502,7 +546,7 @@ async def blocks_of(conn: AsyncConnection, person_keys: Iterable[str]) -> dict[s
     for chunk in _chunks(sorted(set(person_keys))):
         rows = await conn.execute(
             select(person_blocks.c.person_key, person_blocks.c.institution_code).where(
-                person_blocks.c.person_key.in_(chunk)
+                _one_of(conn, person_blocks.c.person_key, chunk)
             )
         )
         for person_key, institution in rows:
@@ -519,7 +563,7 @@ async def block_entries_for(
         rows = await conn.execute(
             select(block_keys.c.digest, block_entries)
             .join(block_entries, block_entries.c.id == block_keys.c.entry_id)
-            .where(block_keys.c.digest.in_(chunk))
+            .where(_one_of(conn, block_keys.c.digest, chunk))
         )
         for row in rows.mappings():
             entry = BlockEntry(
@@ -530,8 +574,24 @@ async def block_entries_for(
 
 
 async def add_persons(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
         await conn.execute(insert(persons), list(rows))
+        return
+    # One statement with one array per column, as `add_records` (no per-row parameters).
+    await conn.execute(
+        text(
+            "INSERT INTO linkage_persons (person_key, pseudonym, created_at) SELECT * FROM "
+            "unnest(CAST(:keys AS varchar[]), CAST(:pseudonyms AS varchar[]), "
+            "CAST(:created AS timestamptz[]))"
+        ),
+        {
+            "keys": [r["person_key"] for r in rows],
+            "pseudonyms": [r["pseudonym"] for r in rows],
+            "created": [r["created_at"] for r in rows],
+        },
+    )
 
 
 _RECORD_COLUMNS = (
@@ -567,17 +627,30 @@ async def add_records(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> 
 
 
 async def add_blocking_keys(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
+    if rows:
+        await add_blocking_key_arrays(
+            conn, [r["digest"] for r in rows], [r["record_id"] for r in rows]
+        )
+
+
+async def add_blocking_key_arrays(
+    conn: AsyncConnection, digests: Sequence[str], record_ids: Sequence[int]
+) -> None:
+    """Blind indexes as two parallel lists (digest i belongs to record i)."""
+    if not digests:
         return
     if conn.dialect.name != "postgresql":
-        await conn.execute(insert(blocking_keys), list(rows))
+        await conn.execute(
+            insert(blocking_keys),
+            [{"digest": d, "record_id": r} for d, r in zip(digests, record_ids, strict=True)],
+        )
         return
     await conn.execute(
         text(
             "INSERT INTO linkage_blocking_keys (digest, record_id) "
             "SELECT * FROM unnest(CAST(:digests AS varchar[]), CAST(:ids AS bigint[]))"
         ),
-        {"digests": [r["digest"] for r in rows], "ids": [r["record_id"] for r in rows]},
+        {"digests": list(digests), "ids": list(record_ids)},
     )
 
 
