@@ -404,35 +404,6 @@ class Intake:
         )
         await tx.emit(Event(type=RECORD_RECEIVED, source=SOURCE, key=key, data=data))
 
-    async def store_submission(
-        self,
-        conn: AsyncConnection,
-        *,
-        submission_id: str,
-        institution_code: str,
-        kind: str,
-        bundle_type: str | None,
-        outcome: dict[str, Any],
-        resource_count: int,
-        idempotency_key: str | None,
-        request_hash: str | None,
-    ) -> None:
-        await q.insert_submissions(
-            conn,
-            [
-                self.submission_row(
-                    submission_id=submission_id,
-                    institution_code=institution_code,
-                    kind=kind,
-                    bundle_type=bundle_type,
-                    outcome=outcome,
-                    resource_count=resource_count,
-                    idempotency_key=idempotency_key,
-                    request_hash=request_hash,
-                )
-            ],
-        )
-
     def submission_row(
         self,
         *,

@@ -151,8 +151,7 @@ async def post_bulk(request: Request, runtime: Runtime, institution: Institution
                 await ingest.line(number, raw)
             await ingest.flush()
             outcome = ingest.outcome()
-            await intake.store_submission(
-                conn,
+            row = intake.submission_row(
                 submission_id=submission_id,
                 institution_code=institution,
                 kind="bulk",
@@ -162,6 +161,7 @@ async def post_bulk(request: Request, runtime: Runtime, institution: Institution
                 idempotency_key=None,
                 request_hash=None,
             )
+            await q.insert_submissions(conn, [row])
             tx.audit(
                 "submission.received",
                 refs=[submission_id],
