@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +156,7 @@ async def rotate_command(args: argparse.Namespace) -> int:
     def progress(state: ColumnProgress) -> None:
         print(f"  {state.name}: {state.rotated}/{state.pending} re-encrypted", flush=True)
 
-    engine = _engine(url)
-    try:
+    async with _database(service, url) as engine:
         report = await rotate_keys(
             engine,
             service.definition.metadata,
@@ -168,12 +169,6 @@ async def rotate_command(args: argparse.Namespace) -> int:
         stale = await stale_values(
             engine, service.definition.metadata, columns, keyring.active_key_id
         )
-    except (DBAPIError, OSError) as exc:
-        raise _database_error(service, exc) from None
-    except CryptoError as exc:
-        raise CommandError(str(exc)) from None
-    finally:
-        await engine.dispose()
     for state in report.columns:
         notes = []
         if state.changed_meanwhile:
@@ -201,17 +196,10 @@ async def retire_command(args: argparse.Namespace) -> int:
     service = SERVICES[args.service]
     columns = service.definition.encrypted_columns
     url, cipher = _settings(args, service)
-    engine = _engine(url)
-    try:
+    async with _database(service, url) as engine:
         stale = await stale_values(
             engine, service.definition.metadata, columns, cipher.keyring.active_key_id
         )
-    except (DBAPIError, OSError) as exc:
-        raise _database_error(service, exc) from None
-    except CryptoError as exc:
-        raise CommandError(str(exc)) from None
-    finally:
-        await engine.dispose()
     return _print_retire(service, stale, cipher)
 
 
@@ -253,15 +241,22 @@ def _unknown(kid: str, known: frozenset[str]) -> str:
     return "" if kid in known else " (not in this keyring: cannot be opened)"
 
 
-def _engine(url: str) -> Any:
+@asynccontextmanager
+async def _database(service: Service, url: str) -> AsyncIterator[Any]:
+    """The service's database for one command: a bad URL, an unreachable or unmigrated
+    database, or a key problem ends the command with a message, never a traceback."""
     try:
-        return create_engine(url)
+        engine = create_engine(url)
     except (ArgumentError, ValueError) as exc:
         raise CommandError(f"cannot use that database URL ({type(exc).__name__})") from None
-
-
-def _database_error(service: Service, exc: Exception) -> CommandError:
-    return CommandError(
-        f"cannot use the {service.name} database ({type(exc).__name__}); "
-        f"is it migrated (`kiban migrate {service.name}`)?"
-    )
+    try:
+        yield engine
+    except (DBAPIError, OSError) as exc:
+        raise CommandError(
+            f"cannot use the {service.name} database ({type(exc).__name__}); "
+            f"is it migrated (`kiban migrate {service.name}`)?"
+        ) from None
+    except CryptoError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        await engine.dispose()
