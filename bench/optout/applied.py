@@ -71,13 +71,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from run import kana_number
 
 from kiban_cli import demo, demo_data
 from kiban_testing import KafkaBroker, PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_MS = 2000.0
-KANA = "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワ"
 SEED = 4_2026
 
 
@@ -224,18 +224,12 @@ class Plan:
 
 def unknown_person(n: int, rng: random.Random) -> dict[str, str]:
     """Someone no institution ever sent (invented names outside demo_data's lists)."""
-    digits, k = [], n
-    while True:
-        digits.append(KANA[k % len(KANA)])
-        k //= len(KANA)
-        if k == 0:
-            break
     birth = date(1940, 1, 1) + timedelta(days=rng.randrange(0, 365 * 60))
     return {
         "family_name": "架空",
         "given_name": f"未登録{n}",
         "family_name_kana": "カクウ",
-        "given_name_kana": "ミトウロク" + "".join(digits),
+        "given_name_kana": "ミトウロク" + kana_number(n),
         "birth_date": birth.isoformat(),
         "sex": ("male", "female")[n % 2],
     }

@@ -50,19 +50,23 @@ from kiban_testing.loadgen import LoadClient
 KANA = "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワ"
 
 
-def person(n: int) -> dict[str, Any]:
-    """A distinct synthetic person for each n (invented names)."""
+def kana_number(n: int) -> str:
+    """n written in katakana digits: a distinct invented reading for each n."""
     digits, k = [], n
     while True:
         digits.append(KANA[k % len(KANA)])
         k //= len(KANA)
         if k == 0:
-            break
+            return "".join(digits)
+
+
+def person(n: int) -> dict[str, Any]:
+    """A distinct synthetic person for each n (invented names)."""
     return {
         "family_name": "架空",
         "given_name": f"試{n}",
         "family_name_kana": "カクウ",
-        "given_name_kana": "".join(digits),
+        "given_name_kana": kana_number(n),
         "birth_date": f"{1940 + n % 60}-{1 + n % 12:02d}-{1 + n % 28:02d}",
         "sex": ("male", "female")[n % 2],
     }
