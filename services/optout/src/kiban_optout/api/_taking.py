@@ -190,7 +190,8 @@ async def _take_one(
         )
         subject = accepted.subject.with_hints(earlier)
         dispatch_id = str(uuid.uuid4())
-        stored_subject = _encrypt(ctx, subject)
+        data = subject.as_dict()
+        stored_subject = _encrypt(ctx, data)
         writes.upgrades.append(
             {
                 "optout_id": row.optout_id,
@@ -207,7 +208,7 @@ async def _take_one(
             dispatch_id=dispatch_id,
             updated_at=now,
         )
-        await _dispatch(tx, ctx, accepted, subject, row.optout_id, dispatch_id, now, writes)
+        await _dispatch(tx, ctx, accepted, data, row.optout_id, dispatch_id, now, writes)
         writes.requesters.append({"optout_id": row.optout_id, **requester})
         _audit(tx, "optout.request.upgraded", row.optout_id, ask.principal)
         return Taken(
@@ -219,9 +220,10 @@ async def _take_one(
             outcome="upgraded",
         )
     optout_id = str(uuid.uuid4())
+    data = accepted.subject.as_dict()
     stored = RequestRow(
         optout_id=optout_id,
-        subject=_encrypt(ctx, accepted.subject),
+        subject=_encrypt(ctx, data),
         action=accepted.action,
         scope=accepted.scope,
         institution_code=accepted.institution_code,
@@ -238,7 +240,7 @@ async def _take_one(
         }
     )
     existing.append(stored)
-    await _dispatch(tx, ctx, accepted, accepted.subject, optout_id, optout_id, now, writes)
+    await _dispatch(tx, ctx, accepted, data, optout_id, optout_id, now, writes)
     writes.requesters.append({"optout_id": optout_id, **requester})
     _audit(tx, "optout.request.created", optout_id, ask.principal)
     return Taken(
@@ -255,7 +257,7 @@ async def _dispatch(
     tx: Transaction,
     ctx: OptoutContext,
     accepted: Accepted,
-    subject: Subject,
+    subject: dict[str, Any],
     optout_id: str,
     dispatch_id: str,
     now: datetime,
@@ -271,7 +273,7 @@ async def _dispatch(
         }
     )
     sealed = ctx.crypto.seal(
-        json.dumps(subject.as_dict(), ensure_ascii=False).encode(), context=SEAL_CONTEXT
+        json.dumps(subject, ensure_ascii=False).encode(), context=SEAL_CONTEXT
     )
     await tx.emit(
         Event(
@@ -296,8 +298,9 @@ def _audit(tx: Transaction, action: str, optout_id: str, principal: str) -> None
     tx.audit(action, refs=[optout_id], purpose=optout_id, principal=principal, route=ROUTE)
 
 
-def _encrypt(ctx: OptoutContext, subject: Subject) -> str:
-    return ctx.crypto.cipher.encrypt_json(subject.as_dict(), context=SUBJECT_COLUMN)
+def _encrypt(ctx: OptoutContext, subject: dict[str, Any]) -> str:
+    """The subject (`Subject.as_dict()`, made once per request) for its column."""
+    return ctx.crypto.cipher.encrypt_json(subject, context=SUBJECT_COLUMN)
 
 
 def _action(value: str) -> Literal["stop", "stop_and_delete"]:
