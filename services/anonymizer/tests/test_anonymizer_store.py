@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from anonymizer_kit import ADMIN, FREE_TEXT, Peer, pseudonym, record, stats
 from sqlalchemy import select
 
@@ -183,11 +184,13 @@ async def test_a_purge_racing_a_batch_of_records_leaves_no_row_of_the_person(
         assert await _rows_of(svc, pseudonym(1)) == 0
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 async def test_a_batch_stored_together_ends_as_the_same_records_stored_one_by_one(
-    tmp_path: Path,
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
 ) -> None:
     """`store_records` (a consumer batch at once) against `store_record` in turn: repeated
-    persons, a redelivered record, a merge in the middle, a purged person."""
+    persons, a redelivered record, a merge in the middle, a purged person; on SQLite and on
+    PostgreSQL."""
     from anonymizer_kit import settings_for
 
     from kiban_anonymizer.main import create_app
@@ -204,7 +207,11 @@ async def test_a_batch_stored_together_ends_as_the_same_records_stored_one_by_on
     outcomes, states = [], []
     for together in (False, True):
         (tmp_path / str(together)).mkdir()
-        settings = settings_for(tmp_path / str(together))
+        overrides: dict[str, Any] = {}
+        if database == "postgresql":
+            cluster = request.getfixturevalue("postgres_cluster")
+            overrides["database_url"] = cluster.create_database(f"anonymizer_batch_{int(together)}")
+        settings = settings_for(tmp_path / str(together), **overrides)
         async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
             async with svc.runtime.transaction() as tx:
                 await research.purge_person(tx.session, pseudonym(0), "opt-1", now)

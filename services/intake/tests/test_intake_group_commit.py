@@ -1,18 +1,24 @@
 """Concurrent bundles are stored together (group commit) with the outcomes each would have
 alone: distinct patients share transactions; a failing bundle fails alone and leaves nothing;
-bundles naming the same patient, and a repeated Idempotency-Key, are taken one by one."""
+bundles naming the same patient, and a repeated Idempotency-Key, are taken one by one; the
+same on PostgreSQL with two replicas."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from conftest import DAY0, Harness
+from conftest import DAY0, FakeClock, Harness
 from intake_builders import bundle, jp_patient, observation, patient_bundle
 from sqlalchemy import func, select
 
+from kiban_common.bus import MemoryBroker
+from kiban_intake.main import create_app
+from kiban_intake.settings import IntakeSettings
 from kiban_intake.store import queries as q
+from kiban_testing import embedded_settings, running_service
 
 OTHER = "1399999998"
 
@@ -97,3 +103,38 @@ async def test_the_same_idempotency_key_twice_at_once_is_stored_once(harness: Ha
     assert [r.status_code for r in responses] == [202] * 3
     assert responses[0].json()["submission_id"] == responses[1].json()["submission_id"]
     assert await _count(h, q.submissions) == 2
+
+
+async def test_two_replicas_on_postgresql_keep_each_bundles_outcome(
+    tmp_path: Path, postgres_cluster: Any
+) -> None:
+    """On PostgreSQL, two replicas (one database, one state directory) taking bundles at
+    once: distinct patients, one patient in bundles at both, one Idempotency-Key sent to both."""
+    url = postgres_cluster.create_database("intake_group_commit")
+    settings = embedded_settings(IntakeSettings, tmp_path, database_url=url)
+    clock = FakeClock()
+    async with (
+        running_service(create_app, settings, broker=MemoryBroker()) as a,
+        running_service(create_app, settings, broker=MemoryBroker()) as b,
+    ):
+        one, two = Harness(a, MemoryBroker(), clock), Harness(b, MemoryBroker(), clock)
+        for svc in (a, b):
+            svc.context.clock = clock
+        await one.register()
+        for n in range(12):
+            await one.notice(f"P{n}", DAY0 - timedelta(days=40))
+        doc = patient_bundle("batch", jp_patient("P11"))
+        calls = [
+            (one, two)[n % 2].post_bundle(patient_bundle("batch", jp_patient(f"P{n % 10}")))
+            for n in range(20)
+        ]
+        calls += [
+            one.post_bundle(doc, **{"Idempotency-Key": "both"}),
+            two.post_bundle(doc, **{"Idempotency-Key": "both"}),
+        ]
+        responses = await asyncio.gather(*calls)
+        assert [r.status_code for r in responses] == [202] * 22
+        assert responses[-1].json()["submission_id"] == responses[-2].json()["submission_id"]
+        assert await _count(one, q.submissions) == 21
+        assert await _count(one, q.records) == 21
+        assert await _count(one, q.patients) == 11
