@@ -7,7 +7,9 @@ import pytest
 from kiban_common.crypto import (
     CryptoError,
     DecryptionError,
+    Sealer,
     SealingKeyPair,
+    Unsealer,
     public_key_fingerprint,
     seal,
     unseal,
@@ -88,3 +90,62 @@ def test_bad_keys_are_rejected(core: SealingKeyPair) -> None:
         unseal("s1.x.y", private_key_pem=core.public_pem(), context="c")
     with pytest.raises(DecryptionError):
         unseal("v1.k1.AAAA", private_key_pem=core.private_pem(), context="c")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ephemeral(token: str) -> bytes:
+    body = token.split(".")[2]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))[:32]
+
+
+def test_a_sealer_reuses_its_ephemeral_key_and_every_message_opens(core: SealingKeyPair) -> None:
+    sealer = Sealer(core.public_pem(), max_messages=3)
+    tokens = [sealer.seal(CANARY + bytes([i]), context="c") for i in range(4)]
+    assert len({_ephemeral(t) for t in tokens[:3]}) == 1
+    assert _ephemeral(tokens[3]) != _ephemeral(tokens[0])  # the fourth starts a new context
+    assert len(set(tokens)) == 4  # a fresh nonce per message
+    unsealer = Unsealer(core.private_pem())
+    for i, token in enumerate(tokens):
+        assert unsealer.unseal(token, context="c") == CANARY + bytes([i])
+        assert unseal(token, private_key_pem=core.private_pem(), context="c") == CANARY + bytes([i])
+
+
+def test_a_sealer_context_expires_after_max_age(core: SealingKeyPair) -> None:
+    clock = _Clock()
+    sealer = Sealer(core.public_pem(), max_age=60, clock=clock)
+    first = sealer.seal(b"a", context="c")
+    clock.now = 59.9
+    assert _ephemeral(sealer.seal(b"b", context="c")) == _ephemeral(first)
+    clock.now = 60.0
+    assert _ephemeral(sealer.seal(b"c", context="c")) != _ephemeral(first)
+
+
+def test_an_unsealer_with_a_cached_key_still_refuses_altered_tokens_and_other_contexts(
+    core: SealingKeyPair,
+) -> None:
+    sealer, unsealer = Sealer(core.public_pem()), Unsealer(core.private_pem(), cache_size=1)
+    token = sealer.seal(CANARY, context="optout.subject")
+    assert unsealer.unseal(token, context="optout.subject") == CANARY  # key now cached
+    with pytest.raises(DecryptionError) as refused:
+        unsealer.unseal(token, context="intake.subject")
+    assert "佐藤" not in str(refused.value)
+    assert "CANARY" not in str(refused.value)
+    version, fingerprint, body = token.split(".")
+    altered = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1]
+    with pytest.raises(DecryptionError):
+        unsealer.unseal(f"{version}.{fingerprint}.{altered}", context="optout.subject")
+    other = SealingKeyPair.generate()
+    with pytest.raises(DecryptionError):
+        Unsealer(other.private_pem()).unseal(token, context="optout.subject")
+
+
+def test_a_sealer_needs_at_least_one_message_per_context(core: SealingKeyPair) -> None:
+    with pytest.raises(CryptoError):
+        Sealer(core.public_pem(), max_messages=0)

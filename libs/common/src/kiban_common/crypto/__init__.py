@@ -17,7 +17,14 @@ from kiban_common.crypto._rotation import (
     rotate_keys,
     stale_values,
 )
-from kiban_common.crypto._sealing import SealingKeyPair, public_key_fingerprint, seal, unseal
+from kiban_common.crypto._sealing import (
+    Sealer,
+    SealingKeyPair,
+    Unsealer,
+    public_key_fingerprint,
+    seal,
+    unseal,
+)
 
 __all__ = [
     "BlindIndex",
@@ -28,8 +35,10 @@ __all__ = [
     "FieldCipher",
     "Keyring",
     "RotationReport",
+    "Sealer",
     "SealingKeyPair",
     "StaleReport",
+    "Unsealer",
     "public_key_fingerprint",
     "rotate_keys",
     "seal",

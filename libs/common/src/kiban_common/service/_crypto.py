@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from kiban_common.crypto import BlindIndex, FieldCipher, Keyring, seal, unseal
+from kiban_common.crypto import BlindIndex, FieldCipher, Keyring, Sealer, Unsealer
 from kiban_common.settings import CryptoSettings, SettingsError
 
 
@@ -41,20 +41,21 @@ class ServiceCrypto:
         return BlindIndex.from_b64(self._settings.index_key.get_secret_value())
 
     @cached_property
-    def _public_pem(self) -> bytes:
-        return _read(self._settings.sealing_public_key_file, "SEALING_PUBLIC_KEY_FILE")
+    def _sealer(self) -> Sealer:
+        return Sealer(_read(self._settings.sealing_public_key_file, "SEALING_PUBLIC_KEY_FILE"))
 
     @cached_property
-    def _private_pem(self) -> bytes:
-        return _read(self._settings.sealing_private_key_file, "SEALING_PRIVATE_KEY_FILE")
+    def _unsealer(self) -> Unsealer:
+        return Unsealer(_read(self._settings.sealing_private_key_file, "SEALING_PRIVATE_KEY_FILE"))
 
     def seal(self, plaintext: bytes, *, context: str) -> str:
-        """Encrypt to the core zone's public key (an `s1.` token)."""
-        return seal(plaintext, recipient_public_key_pem=self._public_pem, context=context)
+        """Encrypt to the core zone's public key (an `s1.` token); one key agreement serves
+        many requests (`Sealer`)."""
+        return self._sealer.seal(plaintext, context=context)
 
     def unseal(self, token: str, *, context: str) -> bytes:
         """Open an `s1.` token with the core zone's private key (core services only)."""
-        return unseal(token, private_key_pem=self._private_pem, context=context)
+        return self._unsealer.unseal(token, context=context)
 
     def __repr__(self) -> str:
         return "ServiceCrypto(<keys hidden>)"
