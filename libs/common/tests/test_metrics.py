@@ -297,18 +297,14 @@ async def test_metrics_refuse_callers_outside_the_allowed_networks_or_behind_a_p
 
 
 async def test_http_spans_carry_the_route_template_never_the_concrete_path(
-    tmp_path: Path,
+    tmp_path: Path, spans: InMemorySpanExporter
 ) -> None:
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
     zone = Zone.CORE
     async with running_service(_factory(zone), _settings(zone, tmp_path)) as svc:
-        svc.runtime.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         headers = svc.auth("operator:o-1", ["admin"])
         await svc.client.get("/v1/things/山田1937?q=ヤマダ", headers=headers)
         await svc.client.get("/v1/nowhere/山田/1937-02-28", headers=headers)
+    exporter = spans
     values = [str(v) for s in exporter.get_finished_spans() for v in (s.attributes or {}).values()]
     assert values
     assert not [v for v in values if "山田" in v or "1937" in v or "ヤマダ" in v], values

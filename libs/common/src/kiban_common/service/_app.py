@@ -36,7 +36,12 @@ from kiban_common.service._definition import ServiceDefinition
 from kiban_common.service._monitor import AccessMonitor, security_router
 from kiban_common.service._runtime import ServiceRuntime
 from kiban_common.settings import KibanSettings, SettingsError
-from kiban_common.telemetry import METRICS_PATH, install_metrics
+from kiban_common.telemetry import (
+    METRICS_PATH,
+    TraceContextMiddleware,
+    install_metrics,
+    is_silent,
+)
 
 _UNGUARDED = ("/healthz", "/readyz")
 # Probes and Prometheus scrapes: no audit row, no rate limit, no span (the zone guard still
@@ -110,15 +115,20 @@ def build_app(
         burst=settings.limits.burst,
         exempt_paths=_UNAUDITED,
     )
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=runtime.tracer_provider,
-        excluded_urls="healthz,readyz,/metrics$",
-        server_request_hook=_scrub_request_span,
-        # One server span per request; the per-message "http send"/"http receive" children
-        # doubled the tracing cost of a request and carried nothing the server span lacks.
-        exclude_spans=["receive", "send"],
-    )
+    if is_silent(runtime.tracer_provider):
+        # Spans would go nowhere: the trace context alone (audit rows, emitted events).
+        app.add_middleware(TraceContextMiddleware)
+    else:
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=runtime.tracer_provider,
+            excluded_urls="healthz,readyz,/metrics$",
+            server_request_hook=_scrub_request_span,
+            # One server span per request; the per-message "http send"/"http receive"
+            # children doubled the tracing cost of a request and carried nothing the server
+            # span lacks.
+            exclude_spans=["receive", "send"],
+        )
     # Outermost of all: HTTP metrics count what the layers above refused too.
     install_metrics(
         app, runtime, allowed_networks=settings.zone_guard.allowed_networks, exempt_paths=_UNGUARDED

@@ -15,10 +15,12 @@ from kiban_common.telemetry._metrics import (
 )
 from kiban_common.telemetry._tracing import (
     Exporter,
+    TraceContextMiddleware,
     build_tracer_provider,
     consume_span,
     current_traceparent,
     headers_carrier,
+    is_silent,
 )
 
 __all__ = [
@@ -28,11 +30,13 @@ __all__ = [
     "HttpMetricsMiddleware",
     "RedactExceptionMessages",
     "ServiceMetrics",
+    "TraceContextMiddleware",
     "build_tracer_provider",
     "configure_logging",
     "consume_span",
     "current_traceparent",
     "headers_carrier",
     "install_metrics",
+    "is_silent",
     "quiet_parameter_loggers",
 ]
