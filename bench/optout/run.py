@@ -402,14 +402,60 @@ async def post_to_applied(client: Client, database: str, count: int, rate: float
 # -- driver ----------------------------------------------------------------------------------
 
 
+# Processes whose CPU the full-load phase reports, by name (filled by `infrastructure`).
+BUDGET_PIDS: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def infrastructure() -> Iterator[tuple[str, Any]]:
     with contextlib.ExitStack() as stack:
         bootstrap = os.environ.get("KIBAN_TEST_KAFKA_BOOTSTRAP")
         if not bootstrap:
-            bootstrap = stack.enter_context(KafkaBroker()).bootstrap
+            broker = stack.enter_context(KafkaBroker())
+            bootstrap = broker.bootstrap
+            if broker.pid is not None:
+                BUDGET_PIDS["Kafka"] = broker.pid
         pg = stack.enter_context(PostgresCluster(url=os.environ.get("KIBAN_TEST_DATABASE_URL")))
+        if pg.pid is not None:
+            BUDGET_PIDS["PostgreSQL"] = pg.pid
         yield bootstrap, pg
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine used so far (/proc/stat: all but idle and
+    iowait)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuBudget:
+    """Where the CPU of a phase went, per request: the server, each process of
+    `BUDGET_PIDS`, this client (its own threads only), and the rest of the machine."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.pids = {"server": server_pid, **BUDGET_PIDS}
+
+    def __enter__(self) -> CpuBudget:
+        self._before = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._client, self._machine = time.process_time(), machine_busy_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.used = {
+            name: process_cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()
+        }
+        self.used["client"] = time.process_time() - self._client
+        machine = machine_busy_seconds() - self._machine
+        self.used["rest of the machine"] = max(0.0, machine - sum(self.used.values()))
+
+    def line(self, requests: int) -> str:
+        parts = ", ".join(f"{name} {cpu / requests * 1000:.2f}" for name, cpu in self.used.items())
+        total = sum(self.used.values()) / requests * 1000
+        return (
+            f"machine CPU per request: {total:.2f} ms ({parts}); at that cost two cores give at "
+            f"most {2000 / total:,.0f} requests/s"
+        )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -449,9 +495,10 @@ async def main(args: argparse.Namespace) -> None:
             await wait_ready(base)
             await full_load(client, 200, 8)  # warm-up: connections, JIT-free caches, topics
             print(f"full load: {args.requests} requests, {args.concurrency} concurrent ...")
-            cpu_before, wall_before = process_cpu_seconds(server.pid or 0), time.perf_counter()
-            rate, full = await full_load(client, args.requests, args.concurrency)
-            server_cpu = process_cpu_seconds(server.pid or 0) - cpu_before
+            wall_before = time.perf_counter()
+            with CpuBudget(server.pid or 0) as budget:
+                rate, full = await full_load(client, args.requests, args.concurrency)
+            server_cpu = budget.used["server"]
             server_share = server_cpu / (time.perf_counter() - wall_before)
             print(f"paced: {args.paced_rate:.0f} requests/s for {args.paced_seconds:.0f} s ...")
             slow = await paced(client, args.paced_rate, args.paced_seconds)
@@ -483,6 +530,7 @@ async def main(args: argparse.Namespace) -> None:
         f"({args.workers} worker(s); the server got {server_share:.0%} of one core; 1,000/s "
         "on 2 cores needs ≤ 2 ms per request)"
     )
+    print(budget.line(args.requests))
     if args.no_audit:
         print("DIAGNOSTIC RUN: audit log switched off; not a valid measurement of the service")
     print(

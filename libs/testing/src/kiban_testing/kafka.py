@@ -227,6 +227,12 @@ class KafkaBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker JVM process id while it runs here (None for an external one): benches
+        read its CPU time."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the broker's output, for error messages."""
         if self._workdir is None:

@@ -278,6 +278,12 @@ class PostgresCluster:
             return not self._closed
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs here (None for an external one): benches
+        read its CPU time, its backends' included (they are its children)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's output, for error messages."""
         if self._workdir is None:
