@@ -151,3 +151,30 @@ async def test_a_started_service_freezes_its_heap_unless_told_not_to(tmp_path: P
         broker=MemoryBroker(),
     ):
         assert gc.get_freeze_count() == 0
+
+
+async def test_readyz_waits_for_the_services_own_readiness_checks(tmp_path: Path) -> None:
+    import dataclasses
+
+    state = {"index": "loading (12,000 of 1,000,000 records)"}
+
+    def broken(runtime: ServiceRuntime) -> str:
+        raise RuntimeError("no index")
+
+    checks: dict[str, Any] = {"index": lambda runtime: state["index"], "other": broken}
+    definition = dataclasses.replace(_definition(Zone.CORE, [], []), readiness=checks)
+
+    def create_app(settings: KibanSettings, *, broker: MemoryBroker | None = None) -> FastAPI:
+        return build_app(definition, settings, broker=broker)
+
+    settings = embedded_settings(CoreSettings, tmp_path)
+    async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
+        waiting = await svc.client.get("/readyz")
+        assert waiting.status_code == 503
+        assert waiting.json()["checks"]["index"] == "loading (12,000 of 1,000,000 records)"
+        assert waiting.json()["checks"]["other"] == "unavailable (RuntimeError)"
+        state["index"] = "ok"
+        del checks["other"]
+        ready = await svc.client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "index": "ok"}

@@ -41,6 +41,9 @@ class ServiceDefinition:
     # Every stored column holding field-cipher tokens, with the context it is encrypted under:
     # what `kiban keys rotate` re-encrypts and `kiban keys retire` checks (`store/encrypted.py`).
     encrypted_columns: Sequence[EncryptedColumn] = ()
+    # Checks `/readyz` adds to the database and the broker, each `check(runtime)` answering
+    # "ok" or why not yet (linkage: its match index still loading).
+    readiness: Mapping[str, Callable[[Any], str]] = field(default_factory=dict)
 
     def group(self, suffix: str) -> str:
         return f"kiban-{self.name}" + (f"-{suffix}" if suffix else "")

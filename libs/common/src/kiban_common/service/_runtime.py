@@ -179,6 +179,11 @@ class ServiceRuntime:
             checks["database"] = f"unavailable ({type(exc).__name__})"
         if not await self.bus.ready():
             checks["broker"] = "unavailable"
+        for name, check in self.definition.readiness.items():
+            try:
+                checks[name] = check(self)
+            except Exception as exc:
+                checks[name] = f"unavailable ({type(exc).__name__})"
         return checks
 
     async def _require_migrated(self) -> None:
