@@ -1,24 +1,31 @@
-"""The linkage service's streaming rate: `record-received` events linked into an index held on
-PostgreSQL, through the service's own consumer runner (decrypt, blind-index lookup, scoring,
-vault write, `record-linked` to the outbox, one transaction per batch).
+"""The linkage service's streaming rate: `record-received` events linked into a vault held on
+PostgreSQL, through the service's own consumer runner (decrypt, normalize, candidates and
+scores from the match index in memory, vault write with blind indexes and change-feed rows,
+`record-linked` to the outbox, one transaction per batch under the vault lock).
 
     uv run python bench/linkage/service.py [--index 1000000] [--stream 20000]
         [--database-url postgresql://...] [--cold-cache] [--profile]
 
 The index is preloaded straight into the service's tables (encrypted identities, blind indexes)
 with synthetic people (surname frequencies from the engine's table, seeded) and loaded into the
-service's memory as its `index-load` task does at start (`kiban_linkage.context.load_index`:
-normalized identities into the cache, then `gc.collect()` + `gc.freeze()`; `--cold-cache`
-skips it); then `--stream` events (half new people, half the indexed people again from another
-institution, with hiragana readings and some moved) are put on the in-process bus at once and
-the time until the consumer has processed all of them is measured. The in-process bus keeps
-Kafka out of the figure (`bench/bus` measures the bus). Without `--database-url` (or
-`KIBAN_TEST_DATABASE_URL`) a throwaway PostgreSQL cluster is started and its CPU time is
-reported too. Figures: wall rate, records per CPU second of this process, and of this process
-plus PostgreSQL. `--profile` prints a cProfile of the stream window.
+service's memory as its `index-load` task does at start (`kiban_linkage.replica.load_index`: the
+match index built from the vault, then `gc.collect()` + `gc.freeze()`; `--cold-cache` skips it,
+which only an older tree without the match index survives); then `--stream` events (half new
+people, half the indexed people again from another institution, with hiragana readings and some
+moved) are put on the in-process bus at once and the time until the consumer has processed all
+of them is measured. The in-process bus keeps Kafka out of the figure (`bench/bus` measures the
+bus). Without `--database-url` (or `KIBAN_TEST_DATABASE_URL`) a throwaway PostgreSQL cluster is
+started and its CPU time is reported too. Figures: wall rate, records per CPU second of this
+process (the whole service: consumer runner, linking, outbox relay), and of this process plus
+PostgreSQL; the resident set size before and after the index load and after the stream (the
+generated people are dropped before the load; the encoded stream events stay, ~50 MB at 20k;
+the peak includes generation and preload); the load average at both ends of the stream.
+`--profile` prints a cProfile of the stream window (it inflates Python-heavy code; `py-spy
+record --pid` is the fairer profile).
 
 A/B against another tree: `PYTHONPATH=<tree>/services/linkage/src uv run python
-bench/linkage/service.py ...` (a tree without `load_index` gets its cache filled the same way).
+bench/linkage/service.py ...` (a tree with `context.load_index` loads its cache that way; one
+without either gets its cache filled the same way).
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -151,14 +160,20 @@ def people(n: int, rng: random.Random) -> list[dict[str, Any]]:
 
 
 async def load_index(runtime: Any) -> int:
-    """The service's own index load (`kiban_linkage.context.load_index`); for an A/B run
-    against a tree that predates it (PYTHONPATH to that tree), the cache filled the same way
-    without the garbage-collector freeze."""
+    """The service's own index load (`kiban_linkage.replica.load_index`: the match index in
+    memory, built from the vault); for an A/B run against an older tree (PYTHONPATH to it),
+    that tree's `context.load_index` (its cache of normalized identities), or for a tree that
+    predates both, the cache filled the same way without the garbage-collector freeze."""
     try:
-        from kiban_linkage.context import load_index as service_load_index
+        from kiban_linkage.replica import load_index as service_load_index
     except ImportError:
-        pass
-    else:
+        try:
+            from kiban_linkage.context import (  # type: ignore[attr-defined,no-redef]
+                load_index as service_load_index,
+            )
+        except ImportError:
+            service_load_index = None
+    if service_load_index is not None:
         return await service_load_index(runtime)
     ctx: Linkage = runtime.context
     async with runtime.transaction() as tx:
@@ -272,6 +287,16 @@ def stream_events(
     return messages
 
 
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process, MB."""
+    current = 0.0
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                current = int(line.split()[1]) / 1024
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 async def committed(runtime: Any) -> int:
     """Events whose effects have committed (the runner records them in the same transaction)."""
     async with runtime.engine.connect() as conn:
@@ -292,18 +317,26 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
             index = people(args.index, rng)
             await preload(ctx, runtime, index)
             print(f"  preloaded in {time.perf_counter() - started:.0f} s", flush=True)
+            # the stream is drawn now and the generated people dropped, so the resident set
+            # measured from here on is the service's (plus ~50 MB of encoded events)
+            messages = stream_events(ctx, index, args.stream, rng)
+            del index
+            gc.collect()
+            rss, _ = rss_mb()
+            print(f"  RSS before the index load: {rss:,.0f} MB", flush=True)
             if not args.cold_cache:
                 # what the service does at start (its `index-load` task): the vault's
                 # normalized identities into memory, then gc.collect() + gc.freeze()
                 started, cpu = time.perf_counter(), time.process_time()
                 loaded = await load_index(runtime)
+                rss, peak = rss_mb()
                 print(
                     f"  index loaded into the service's memory: {loaded:,} records in "
                     f"{time.perf_counter() - started:.0f} s ({time.process_time() - cpu:.0f} s "
-                    "CPU)",
+                    f"CPU); RSS {rss:,.0f} MB (peak {peak:,.0f} MB, the generation and "
+                    "preload included)",
                     flush=True,
                 )
-            messages = stream_events(ctx, index, args.stream, rng)
             load = os.getloadavg()[0]
             profiler = cProfile.Profile() if args.profile else None
             started, cpu = time.perf_counter(), time.process_time()
@@ -323,7 +356,10 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
                 stats_.sort_stats("cumulative").print_stats(60)
             async with runtime.transaction() as tx:
                 stats = await vault.stats(await tx.session.connection())
-    _report(args, messages, stats, elapsed, cpu, children, load)
+            end_load = os.getloadavg()[0]
+    rss, peak = rss_mb()
+    print(f"RSS after the stream: {rss:,.0f} MB (peak {peak:,.0f} MB)")
+    _report(args, messages, stats, elapsed, cpu, children, (load, end_load))
 
 
 def _report(
@@ -333,7 +369,7 @@ def _report(
     elapsed: float,
     cpu: float,
     children: float,
-    load: float,
+    load: tuple[float, float],
 ) -> None:
     rate = len(messages) / elapsed
     scaled = "" if args.index >= TARGET_INDEX else f" (index scaled down from {TARGET_INDEX:,})"
@@ -346,7 +382,7 @@ def _report(
     print(
         f"CPU of this process (consumer, linking, outbox relay; PostgreSQL not counted): "
         f"{cpu:.1f} s = {len(messages) / cpu:,.0f} records per CPU second; "
-        f"load average {load:.1f} when the stream started"
+        f"load average {load[0]:.1f} when the stream started, {load[1]:.1f} when it ended"
     )
     if not args.database_url:
         print(

@@ -1,5 +1,5 @@
 """The background refit: EM on the vault once it has grown, persisted, and used after a restart;
-the index load at start (the vault into memory, then `gc.freeze()`)."""
+the index load at start (the vault into the match index in memory, then `gc.freeze()`)."""
 
 from __future__ import annotations
 
@@ -111,13 +111,11 @@ async def test_a_restart_loads_the_vault_into_memory_and_freezes_it_out_of_the_c
         linked = harness(svc, broker=broker)
         linked.sent = len(base)  # the vault's events were processed before the restart
 
-        async def cached() -> int:
-            return len(linked.ctx.cache)
+        async def indexed() -> int:
+            return len(linked.ctx.replica.index)
 
-        await eventually(cached, until=lambda n: n == len(base))
+        await eventually(indexed, until=lambda n: n == len(base))
         await eventually(_frozen, until=bool)
-        # the cache is keyed by a hash of the token, not by the token
-        assert all(isinstance(k, bytes) and len(k) == 16 for k in linked.ctx.cache._items)
         await linked.receive({**base[0], "institution_patient_id": "H-1"}, institution="44")
         assert linked.published(RECORD_LINKED)[-1].data.person == first
 
@@ -132,10 +130,10 @@ async def test_the_index_load_leaves_the_collector_alone_when_gc_freeze_is_off(
     async with running_service(create_app, settings, broker=MemoryBroker(), gc_freeze=True) as svc:
         linked = harness(svc, broker=None)
 
-        async def cached() -> int:
-            return len(linked.ctx.cache)
+        async def indexed() -> int:
+            return len(linked.ctx.replica.index)
 
-        await eventually(cached, until=lambda n: n == 1)
+        await eventually(indexed, until=lambda n: n == 1)
         assert gc.get_freeze_count() == 0
 
 

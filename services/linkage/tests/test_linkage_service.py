@@ -512,3 +512,17 @@ async def test_a_batch_scores_its_candidates_together_not_one_pair_at_a_time(
     events = linked.published(RECORD_LINKED)
     assert len({e.data.person for e in events}) == 1  # all three linked: pairs were scored
     assert calls == []  # ... by the batch's vectorized scoring, never the scalar path
+
+
+async def test_readyz_answers_not_ready_until_the_match_index_is_loaded(linked: Linked) -> None:
+    client, replica = linked.svc.client, linked.svc.context.replica
+    await replica.loaded.wait()  # the start's load of an empty vault
+    assert (await client.get("/readyz")).json()["checks"]["index"] == "ok"
+    replica.loaded.clear()  # as while `index-load` runs at start
+    try:
+        waiting = await client.get("/readyz")
+        assert waiting.status_code == 503
+        assert waiting.json()["checks"]["index"].startswith("loading (")
+    finally:
+        replica.loaded.set()
+    assert (await client.get("/readyz")).status_code == 200

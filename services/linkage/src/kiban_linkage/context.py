@@ -3,7 +3,6 @@ match model in force, a cache of normalized identities and the clock."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -25,11 +24,13 @@ from kiban_linkage.domain.matching import (
     identity_from_mapping,
     normalize,
 )
+from kiban_linkage.replica import VAULT_IDENTITY as VAULT_IDENTITY
+from kiban_linkage.replica import Replica
 from kiban_linkage.settings import LinkageOptions
 from kiban_linkage.store import vault
 
-# Contexts bind each token or digest to its use, so none can be replayed in another field.
-VAULT_IDENTITY = "kiban.linkage.vault/identity"
+# Contexts bind each token or digest to its use, so none can be replayed in another field
+# (`VAULT_IDENTITY`, the vault's, comes from `replica`, which opens vault tokens too).
 BLOCK_SUBJECT = "kiban.linkage.block-entry/subject"
 REVIEW_SUBJECT = "kiban.linkage.optout-review/subject"
 BLOCKING = "kiban.linkage.blocking"  # records and opt-out subjects share it, so they meet
@@ -55,10 +56,10 @@ def _cache_key(token: str) -> bytes:
 
 
 class NormalizedCache:
-    """Normalized identities by vault token (first in, first out). A token is unique per
-    encryption (random nonce), so an entry can never describe another record or an older
-    identity. With the default size it holds a 1M-record vault whole (see `load_index`):
-    ~0.7 KB per record."""
+    """Normalized identities by token (first in, first out): block-entry subjects and the
+    vault records an opt-out is scored against. A token is unique per encryption (random
+    nonce), so an entry can never describe another record or an older identity. Linking does
+    not use it: it scores on the match index (`replica`)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -96,6 +97,7 @@ class Linkage:
     model_id: int | None = None
     clock: Callable[[], datetime] = utcnow
     cache: NormalizedCache = field(default_factory=lambda: NormalizedCache(0))
+    replica: Replica = field(default_factory=Replica)  # the match index in memory
     unseal: Callable[[str, str], bytes] | None = None  # (token, context) -> plaintext
     model_records: int = 0  # vault size the model in force was fitted on
     gc_freeze: bool = True  # KIBAN_GC_FREEZE
@@ -115,10 +117,10 @@ class Linkage:
         self.model, self.model_id, self.model_records = model, model_id, records
 
     def freeze(self) -> None:
-        """After loading the index (`load_index`) and after a new match model: the cache's
-        normalized identities and the model live for the whole process, and left in the
-        collector's generations every full collection would walk them again (millions of
-        objects at a 1M-record index: in the engine bench such collections landed in the
+        """After loading the index (`replica.load_index`) and after a new match model: the
+        index's key table and vocabularies and the model live for the whole process, and left
+        in the collector's generations every full collection would walk them again (millions
+        of objects at a 1M-record index: in the engine bench such collections landed in the
         measured window and moved a run between ~4,800 and ~7,300 records/s).
         `kiban_common.service.freeze_heap`, unless `KIBAN_GC_FREEZE` is off."""
         if self.gc_freeze:
@@ -165,45 +167,6 @@ class Linkage:
         value = normalize(identity_from_mapping(self.cipher.decrypt_json(token, context=context)))
         self.cache.put(token, value)
         return value
-
-
-def _normalize_tokens(cipher: FieldCipher, tokens: list[str]) -> list[Normalized]:
-    """CPU-bound (decrypt, normalize): runs in a worker thread."""
-    return [
-        normalize(identity_from_mapping(cipher.decrypt_json(t, context=VAULT_IDENTITY)))
-        for t in tokens
-    ]
-
-
-async def load_index(runtime: Any, *, page: int = 20_000) -> int:
-    """Load the match index from the database: the normalized identities of the newest vault
-    records (up to the cache size) go into the cache, so candidates are scored without a
-    decrypt and a normalization each; then the model in force is loaded and the long-lived
-    objects are frozen out of the garbage collector (`Linkage.freeze`). Returns the records
-    loaded. The consumer runs meanwhile (a record not loaded yet is decrypted on demand)."""
-    ctx: Linkage = runtime.context
-    limit = ctx.cache.size
-    loaded = 0
-    before: int | None = None
-    while loaded < limit:
-        async with runtime.transaction() as tx:
-            conn = await tx.session.connection()
-            if loaded == 0:
-                await ctx.ensure_model(conn)
-            rows = await vault.identity_page(conn, before=before, limit=min(page, limit - loaded))
-        if not rows:
-            break
-        tokens = [token for _, token in rows]
-        values = await asyncio.to_thread(_normalize_tokens, ctx.cipher, tokens)
-        for token, value in zip(tokens, values, strict=True):
-            ctx.cache.put(token, value)
-        loaded += len(rows)
-        before = rows[-1][0]
-        if runtime.stopping.is_set():
-            return loaded
-    ctx.freeze()
-    log.info("match index loaded: %d vault records", loaded)
-    return loaded
 
 
 @lru_cache(maxsize=65536)

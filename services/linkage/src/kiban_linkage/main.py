@@ -13,9 +13,10 @@ from kiban_common.service import ServiceDefinition, build_app
 from kiban_common.settings import load_settings
 from kiban_linkage.api import routers
 from kiban_linkage.consumers import handlers
-from kiban_linkage.context import Linkage, NormalizedCache, load_index
+from kiban_linkage.context import Linkage, NormalizedCache
 from kiban_linkage.domain.matching import MatchModel
 from kiban_linkage.refit import refit_loop
+from kiban_linkage.replica import keep_up, load_index
 from kiban_linkage.settings import LinkageSettings
 from kiban_linkage.store.encrypted import ENCRYPTED_COLUMNS
 from kiban_linkage.store.tables import metadata
@@ -43,9 +44,20 @@ def build_context(runtime: Any) -> Linkage:
 
 
 async def load_index_once(runtime: Any) -> None:
-    """At start: the index (normalized identities of the vault) into memory, then
-    `gc.freeze()` (see `context.load_index`)."""
-    await load_index(runtime)
+    """At start: the match index built from the vault, then `gc.freeze()`; then kept in step
+    with the vault while the replica is idle (see `replica`)."""
+    context: Linkage = runtime.context
+    if not context.replica.loaded.is_set():
+        await load_index(runtime)
+    await keep_up(runtime)
+
+
+def index_readiness(runtime: Any) -> str:
+    """Not ready while the match index loads: records would wait for it (70–90 s at 1M)."""
+    replica = runtime.context.replica
+    if replica.loaded.is_set():
+        return "ok"
+    return f"loading ({len(replica.index):,} vault records so far)"
 
 
 DEFINITION = ServiceDefinition(
@@ -59,6 +71,7 @@ DEFINITION = ServiceDefinition(
     context=build_context,
     background={"index-load": load_index_once, "model-refit": refit_loop},
     encrypted_columns=ENCRYPTED_COLUMNS,
+    readiness={"index": index_readiness},
 )
 
 

@@ -27,6 +27,7 @@ from kiban_linkage.context import BLOCK_SUBJECT, OPTOUT_SUBJECT, REVIEW_SUBJECT,
 from kiban_linkage.domain.matching import identity_from_mapping, normalize
 from kiban_linkage.domain.persons import Scored, decide_optout
 from kiban_linkage.linking import SOURCE, apply_block
+from kiban_linkage.replica import hold
 from kiban_linkage.store import vault
 
 
@@ -38,6 +39,7 @@ async def handle_optout(ctx: Linkage, tx: Transaction, event: Event[OptoutReques
     """Returns "applied", "review" or "duplicate"."""
     data = event.data
     conn = await tx.session.connection()
+    await hold(ctx, tx)  # the vault lock (a purge changes the vault)
     await ctx.ensure_model(conn)
     matched_before = await vault.block_entry_matched(conn, data.optout_id)
     if matched_before is not None:  # a re-published request: acknowledge again, change nothing

@@ -26,10 +26,13 @@ class LinkageOptions(BaseModel):
     # A blocking key shared by more vault records than this is ignored (a placeholder birth
     # date, a name written 不明 everywhere): it would only add comparisons.
     max_block: int = Field(default=2000, ge=1)
-    # Decrypted, normalized identities kept in memory (by token) to score candidates quickly,
-    # loaded from the vault at start (newest first): the default holds a 2M-record vault
-    # whole (~0.7 KB a record).
-    cache_size: int = Field(default=2_000_000, ge=0)
+    # Decrypted, normalized identities kept in memory by token for opt-out matching and block
+    # entries (linking scores on the match index in memory, which always holds the whole
+    # vault).
+    cache_size: int = Field(default=20_000, ge=0)
+    # Rows of the vault's change feed kept for replicas to catch up from; once it is twice
+    # this long, the oldest are pruned (a replica that fell behind them reloads the vault).
+    change_retention: int = Field(default=1_000_000, ge=1_000)
     # The background refit: every `refit_interval_seconds`, refit the model by EM on (a
     # sample of) the vault when it holds at least `refit_min_records` records and grew by
     # `refit_growth` (a fraction) since the last fit.

@@ -17,6 +17,7 @@ from kiban_linkage.domain.demographics import demographics
 from kiban_linkage.domain.persons import new_person_key, survivor
 from kiban_linkage.linking import SOURCE
 from kiban_linkage.optouts import apply_optout, subject_digests
+from kiban_linkage.replica import hold
 from kiban_linkage.store import vault
 
 router = APIRouter(prefix="/v1", tags=["linkage"])
@@ -158,6 +159,7 @@ async def split_person(key: str, body: SplitIn, runtime: Runtime, principal: Ope
     ctx = _ctx(runtime)
     async with runtime.transaction() as tx:
         conn = await tx.session.connection()
+        await hold(ctx, tx)  # the vault lock: writers of the vault take turns
         found = await vault.person(conn, key)
         if found is None:
             raise ApiError(404, "person_not_found", "no person has this key")
@@ -224,6 +226,7 @@ async def decide_possible_link(
     ctx = _ctx(runtime)
     async with runtime.transaction() as tx:
         conn = await tx.session.connection()
+        await hold(ctx, tx)  # the vault lock: writers of the vault take turns
         link = await vault.possible_link(conn, link_id)
         if link is None:
             raise ApiError(404, "pair_not_found", "no possible pair has this id")
@@ -315,6 +318,7 @@ async def resolve_optout_review(
     ctx = _ctx(runtime)
     async with runtime.transaction() as tx:
         conn = await tx.session.connection()
+        await hold(ctx, tx)  # the vault lock: writers of the vault take turns
         review = await vault.optout_review(conn, optout_id)
         if review is None:
             raise ApiError(404, "review_not_found", "no opt-out review has this id")

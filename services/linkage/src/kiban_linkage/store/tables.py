@@ -61,6 +61,28 @@ blocking_keys = Table(
 )
 Index("ix_linkage_blocking_keys_record_id", blocking_keys.c.record_id)
 
+# The vault's change feed: every transaction that puts an identity into the vault (a new record,
+# a replaced identity) or deletes one writes a row here, in the same transaction and under the
+# vault lock, so `seq` is commit order; replicas apply what is new to their index in memory.
+vault_changes = Table(
+    "linkage_vault_changes",
+    metadata,
+    Column("seq", _BigId, primary_key=True, autoincrement=True),
+    Column("writer", String(32), nullable=False),  # random per transaction
+    Column("kind", String(8), nullable=False),  # add | replace | delete
+    Column("record_id", _BigId, nullable=False),
+)
+
+# One row (id 1): the feed's pruning horizon (a replica behind it reloads the vault) and a
+# counter every vault writer bumps on SQLite, which takes the database's write lock.
+vault_state = Table(
+    "linkage_vault_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("pruned_through", _BigId, nullable=False),
+    Column("writes", _BigId, nullable=False),
+)
+
 # Pairs scored in the "possible" band: never linked automatically, for operator review.
 possible_links = Table(
     "linkage_possible_links",

@@ -34,6 +34,8 @@ from kiban_linkage.store.tables import (
     persons,
     possible_links,
     records,
+    vault_changes,
+    vault_state,
 )
 
 ALL_INSTITUTIONS = ""  # `person_blocks.institution_code` of an opt-out with scope "all"
@@ -210,9 +212,10 @@ async def replace_identity(
 
 async def delete_person_records(
     conn: AsyncConnection, person_key: str, *, institution_code: str | None
-) -> list[str]:
+) -> list[tuple[int, str]]:
     """Delete a person's vault records (of one institution, or all) with their blind indexes
-    and review pairs; returns the deleted identity tokens (to evict them from caches)."""
+    and review pairs; returns the deleted (record id, identity token) pairs (to evict them from
+    memory)."""
     where = [records.c.person_key == person_key]
     if institution_code is not None:
         where.append(records.c.institution_code == institution_code)
@@ -226,7 +229,7 @@ async def delete_person_records(
             )
         )
         await conn.execute(delete(records).where(records.c.id.in_(ids)))
-    return [r.identity for r in rows]
+    return [(int(r.id), r.identity) for r in rows]
 
 
 # Possible links -----------------------------------------------------------------------------
@@ -657,3 +660,90 @@ async def add_blocking_key_arrays(
 async def add_possible_link_rows(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await conn.execute(insert(possible_links), list(rows))
+
+
+# The vault lock and change feed (`kiban_linkage.replica`) --------------------------------------
+
+VAULT_LOCK = 0x6B6962616E5F6C6B  # the advisory lock's key: "kiban_lk"
+
+
+async def lock_vault(conn: AsyncConnection) -> None:
+    """Serialize the vault's writers until this transaction ends. PostgreSQL: a
+    transaction-level advisory lock. SQLite (one process): bumping the state row takes the
+    database's write lock, held to the end of the transaction as well."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": VAULT_LOCK})
+        return
+    await conn.execute(
+        update(vault_state).where(vault_state.c.id == 1).values(writes=vault_state.c.writes + 1)
+    )
+
+
+async def change_horizon(conn: AsyncConnection) -> int:
+    """The highest change sequence pruned from the feed (0: none)."""
+    value = (
+        await conn.execute(select(vault_state.c.pruned_through).where(vault_state.c.id == 1))
+    ).scalar_one_or_none()
+    return int(value or 0)
+
+
+async def last_change(conn: AsyncConnection) -> int:
+    value = (await conn.execute(select(func.max(vault_changes.c.seq)))).scalar_one_or_none()
+    return int(value or 0)
+
+
+async def changes_since(conn: AsyncConnection, seq: int) -> list[tuple[int, str, str, int]]:
+    """(seq, writer, kind, record id) of the changes after `seq`, in order."""
+    rows = await conn.execute(
+        select(
+            vault_changes.c.seq,
+            vault_changes.c.writer,
+            vault_changes.c.kind,
+            vault_changes.c.record_id,
+        )
+        .where(vault_changes.c.seq > seq)
+        .order_by(vault_changes.c.seq)
+    )
+    return [(int(q), w, k, int(r)) for q, w, k, r in rows]
+
+
+async def add_changes(
+    conn: AsyncConnection, writer: str, kinds: Sequence[str], record_ids: Sequence[int]
+) -> None:
+    """Feed rows, in order (the caller holds the vault lock)."""
+    if not kinds:
+        return
+    if conn.dialect.name != "postgresql":
+        await conn.execute(
+            insert(vault_changes),
+            [
+                {"writer": writer, "kind": k, "record_id": r}
+                for k, r in zip(kinds, record_ids, strict=True)
+            ],
+        )
+        return
+    await conn.execute(
+        text(
+            "INSERT INTO linkage_vault_changes (writer, kind, record_id) "
+            "SELECT :writer, k, r FROM unnest(CAST(:kinds AS varchar[]), "
+            "CAST(:ids AS bigint[])) WITH ORDINALITY AS c(k, r, n) ORDER BY n"
+        ),
+        {"writer": writer, "kinds": list(kinds), "ids": list(record_ids)},
+    )
+
+
+async def prune_changes(conn: AsyncConnection, through: int) -> None:
+    """Drop the feed up to `through` and move the horizon there (the caller holds the lock)."""
+    await conn.execute(delete(vault_changes).where(vault_changes.c.seq <= through))
+    await conn.execute(
+        update(vault_state).where(vault_state.c.id == 1).values(pruned_through=through)
+    )
+
+
+async def identities_of(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, str]:
+    """Record id → identity token, for those of `ids` still in the vault."""
+    out: dict[int, str] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        query = select(records.c.id, records.c.identity).where(_one_of(conn, records.c.id, chunk))
+        out.update((int(i), t) for i, t in await conn.execute(query))
+    return out

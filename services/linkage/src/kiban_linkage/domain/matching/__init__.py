@@ -8,10 +8,10 @@ service README for the comparison levels and the rules on top of them.
 
 from kiban_linkage.domain.matching._batch import Links, dedupe, link, score_pairs
 from kiban_linkage.domain.matching._blocking import blocking_keys
-from kiban_linkage.domain.matching._columns import Columns
+from kiban_linkage.domain.matching._columns import Columns, GrowingColumns
 from kiban_linkage.domain.matching._compare import FIELDS, LEVELS, compare
 from kiban_linkage.domain.matching._identity import Identity, Normalized, normalize
-from kiban_linkage.domain.matching._index import MatchIndex
+from kiban_linkage.domain.matching._index import MatchIndex, TermFactors
 from kiban_linkage.domain.matching._model import MatchModel
 from kiban_linkage.domain.matching._records import IDENTITY_FIELDS, identity_from_mapping
 
@@ -20,11 +20,13 @@ __all__ = [
     "IDENTITY_FIELDS",
     "LEVELS",
     "Columns",
+    "GrowingColumns",
     "Identity",
     "Links",
     "MatchIndex",
     "MatchModel",
     "Normalized",
+    "TermFactors",
     "blocking_keys",
     "compare",
     "dedupe",

@@ -20,7 +20,7 @@ from rapidfuzz.distance import Indel, JaroWinkler, Levenshtein
 from kiban_linkage.domain.matching import _compare as c
 from kiban_linkage.domain.matching._identity import Normalized
 
-__all__ = ["Columns", "compare_pairs"]
+__all__ = ["Columns", "GrowingColumns", "compare_pairs"]
 
 IntArray = npt.NDArray[np.int64]
 
@@ -339,6 +339,15 @@ class GrowingColumns(Columns):
             self.codes[column] = _put(self.codes[column], n, values)
         self.dates = _put(self.dates, n, _dates_of(records))
         self.n = n + m
+
+    def vocab(self, column: str) -> _Vocab:
+        """The vocabulary a code column's codes index (columns may share one)."""
+        return self.vocabs[self._vocab_of[column]]
+
+    def truncate(self, n: int) -> None:
+        """Forget the rows from `n` on (the next `extend` writes over them); vocabulary values
+        they added stay, unused."""
+        self.n = min(self.n, n)
 
 
 def _vocab_name(column: str) -> str:

@@ -1,7 +1,7 @@
 """An in-memory incremental index: the engine's streaming path (add records, match each
-record against everything added before it). The service keeps its index in the database (blind
-indexes of `blocking_keys`); this class is the same algorithm without storage, for `kiban`
-tools, tests and the streaming bench.
+record against everything added before it), for `kiban` tools, tests and the streaming bench.
+The service's own index (`kiban_linkage.domain.index.VaultIndex`) is the same algorithm keyed by
+vault record ids, with removals and a batch staged until its transaction commits.
 
 `match_and_add` takes a batch (a consumer batch): candidates are gathered record by record,
 each seeing the records before it (as `match` then `add` one at a time would), and all the
@@ -18,11 +18,11 @@ import numpy as np
 import numpy.typing as npt
 
 from kiban_linkage.domain.matching._blocking import MAX_BLOCK, blocking_keys
-from kiban_linkage.domain.matching._columns import GrowingColumns, compare_pairs
+from kiban_linkage.domain.matching._columns import Columns, GrowingColumns, compare_pairs
 from kiban_linkage.domain.matching._identity import Normalized
 from kiban_linkage.domain.matching._model import DEFAULT_POPULATION, MatchModel
 
-__all__ = ["MatchIndex"]
+__all__ = ["MatchIndex", "TermFactors"]
 
 FloatArray = npt.NDArray[np.float64]
 Matches = list[tuple[int, float]]
@@ -38,9 +38,7 @@ class MatchIndex:
         # key hash → position (one record) or list of positions: most keys have one record
         self._keys: dict[int, int | list[int]] = {}
         self._cols = GrowingColumns()
-        # per vocabulary code: TF log-factor and frequency of family / given name keys
-        self._tf: dict[str, tuple[FloatArray, FloatArray]] = {}
-        self._tf_model: MatchModel | None = None
+        self._tf = TermFactors()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -139,11 +137,25 @@ class MatchIndex:
         return out
 
     def _probabilities(self, ia: npt.NDArray[np.int64], ib: npt.NDArray[np.int64]) -> FloatArray:
-        model, cols = self.model, self._cols
+        return self._tf.probabilities(self.model, self._cols, ia, ib)
+
+
+class TermFactors:
+    """Scores pairs of rows of growing columns, keeping the per-code term-frequency factors of
+    the name keys between calls (only codes new since the last call are computed; a new model
+    starts them over). The a-side (`ia`) is the record being matched, as in `score_pairs`."""
+
+    def __init__(self) -> None:
+        self._tf: dict[str, tuple[FloatArray, FloatArray]] = {}
+        self._model: MatchModel | None = None
+
+    def probabilities(
+        self, model: MatchModel, cols: Columns, ia: npt.NDArray[np.int64], ib: npt.NDArray[np.int64]
+    ) -> FloatArray:
         levels = compare_pairs(cols, ia, ib)
-        if self._tf_model is not model:  # the model was replaced: per-code factors anew
+        if self._model is not model:  # the model was replaced: per-code factors anew
             self._tf = {}
-            self._tf_model = model
+            self._model = model
         weights: list[FloatArray] = []
         freqs: list[FloatArray] = []
         for name, column in (("family_name", "family_key"), ("given_name", "given_key")):
