@@ -6,7 +6,6 @@ that is how they run in production.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from kiban_common.bus import MemoryBroker
 from kiban_common.db import create_engine, migrate, schema_drift
 from kiban_common.devstate import dev_overrides
 from kiban_common.settings import SettingsError, load_settings
+from kiban_testing import until_ready
 
 NAMES = list(SERVICES)
 
@@ -59,7 +59,7 @@ async def test_embedded_service_is_healthy_ready_and_declares_its_zone(
             "service": name,
             "zone": service.definition.zone.value,
         }
-        ready = await _ready(client)
+        ready = await until_ready(client)
         assert ready.status_code == 200, ready.text
         own = dict.fromkeys(service.definition.readiness, "ok")
         assert ready.json()["checks"] == {"database": "ok", "broker": "ok", **own}
@@ -82,20 +82,8 @@ async def test_service_on_postgres_and_kafka_is_ready(
         service, tmp_path, database_url=url, bus="kafka", kafka_bootstrap=kafka_bootstrap
     )
     async for client in _client(service.create_app(settings)):
-        ready = await _ready(client)
+        ready = await until_ready(client)
         assert ready.status_code == 200, ready.text
-
-
-async def _ready(client: Any, seconds: float = 10) -> Any:
-    """`/readyz` once ready, or its last answer: a service's own checks (linkage: its match
-    index, loaded at start) may take a moment after the database and the broker answer."""
-    ready = await client.get("/readyz")
-    for _ in range(int(seconds / 0.05)):
-        if ready.status_code == 200:
-            break
-        await asyncio.sleep(0.05)
-        ready = await client.get("/readyz")
-    return ready
 
 
 @pytest.mark.parametrize("name", NAMES)

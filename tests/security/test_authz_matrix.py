@@ -255,6 +255,7 @@ async def test_every_route_decides_authorization_exactly_as_the_matrix_says(
     spec = SERVICES[service]
     settings = embedded_settings(spec.settings, tmp_path)
     async with running_service(spec.create_app, settings, broker=MemoryBroker()) as svc:
+        assert (await svc.until_ready()).status_code == 200  # linkage: its index loads at start
         callers = Callers(tmp_path)
         if service == "intake":
             registered = await svc.client.post(

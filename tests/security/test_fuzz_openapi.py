@@ -111,6 +111,8 @@ class _Live:
                     running_service(spec.create_app, settings, broker=MemoryBroker())
                 )
             )
+            ready = self.portal.call(svc.until_ready)  # linkage: its index loads at start
+            assert ready.status_code == 200, ready.text
             openapi = self.portal.call(svc.client.get, "/openapi.json").json()
             if name == "intake":
                 registered = self.portal.call(

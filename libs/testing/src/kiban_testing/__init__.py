@@ -11,7 +11,13 @@ from kiban_testing._ports import free_port
 from kiban_testing._process import process_cpu_seconds
 from kiban_testing.kafka import KAFKA_VERSION, KafkaBroker, KafkaServer, kafka_jars
 from kiban_testing.postgres import ExternalPostgres, PostgresCluster, PostgresServer
-from kiban_testing.services import RunningService, embedded_settings, eventually, running_service
+from kiban_testing.services import (
+    RunningService,
+    embedded_settings,
+    eventually,
+    running_service,
+    until_ready,
+)
 
 __all__ = [
     "KAFKA_VERSION",
@@ -28,4 +34,5 @@ __all__ = [
     "kafka_jars",
     "process_cpu_seconds",
     "running_service",
+    "until_ready",
 ]

@@ -47,11 +47,26 @@ class RunningService:
     ) -> str:
         return dev_issuer(self.state).mint(sub, list(scopes), claims)
 
+    async def until_ready(self, seconds: float = 10) -> httpx.Response:
+        return await until_ready(self.client, seconds)
+
     def auth(
         self, sub: str, scopes: Sequence[str], claims: Mapping[str, Any] | None = None
     ) -> dict[str, str]:
         """Headers for a call as `sub` with `scopes` (a development-issuer token)."""
         return {"Authorization": f"Bearer {self.token(sub, scopes, claims)}"}
+
+
+async def until_ready(client: httpx.AsyncClient, seconds: float = 10) -> httpx.Response:
+    """`GET /readyz` until it answers 200 (or `seconds` pass): its last answer. A service's
+    own checks (linkage: its match index, loaded at start) may take a moment after the
+    database and the broker answer."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        ready = await client.get("/readyz")
+        if ready.status_code == 200 or asyncio.get_running_loop().time() > deadline:
+            return ready
+        await asyncio.sleep(0.05)
 
 
 def embedded_settings(
