@@ -5,10 +5,12 @@ linked together (`link_records`) so a batch costs a handful of round trips, not 
 record. For each record, in arrival order:
 
 1. Open the identity and the resources; normalize the identity; blind-index its blocking keys.
-2. Candidates: vault records sharing a key (those sharing the most keys first, capped), plus
-   the same institution patient; the records linked earlier in the batch count too.
-3. Score every candidate with the model in force; link at the link threshold, record the
-   "possible" band for review (never linked).
+2. Candidates: the records of this replica's match index in memory sharing a blocking key
+   (`domain.index.VaultIndex`, kept in step with the vault under the vault lock: `replica`),
+   plus the same institution patient; the records linked earlier in the batch count too.
+3. Score every candidate with the model in force, in memory; read the few at or above the
+   possible band from the vault (current person, still there); link at the link threshold,
+   record the "possible" band for review (never linked).
 4. A record whose person is blocked (for its institution or all) is neither stored nor
    forwarded. Otherwise it joins its person (several persons: they merge and the event's
    `merged_from` names the absorbed pseudonyms) or a new one with a random key; its identity
