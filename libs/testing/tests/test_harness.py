@@ -206,6 +206,16 @@ async def test_postgres_url_is_a_database_of_its_own(postgres_url: str) -> None:
     assert postgres_url.endswith("/" + name)
 
 
+async def test_server_settings_reach_a_cluster_of_its_own(postgres_cluster: PostgresServer) -> None:
+    # postgres_cluster: the fixture installs PostgreSQL first on a fresh machine
+    with PostgresCluster(server_settings={"work_mem": "7MB"}) as cluster:
+        conn = await asyncpg.connect(cluster.url)
+        try:
+            assert await conn.fetchval("show work_mem") == "7MB"
+        finally:
+            await conn.close()
+
+
 async def test_external_server_creates_databases_on_that_server(
     postgres_cluster: PostgresServer,
 ) -> None:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -233,6 +234,9 @@ class PostgresCluster:
     With ``url`` (for instance ``$KIBAN_TEST_DATABASE_URL``) no server is started: the object
     stands for that existing server and only creates databases on it, so scripts can write
     ``PostgresCluster(url=os.environ.get(...))`` and handle both cases alike.
+
+    ``server_settings`` are passed to the server as ``-c name=value`` (benches size its buffer
+    pool as production would: ``{"shared_buffers": "2GB"}``); an external server keeps its own.
     """
 
     def __init__(
@@ -242,8 +246,10 @@ class PostgresCluster:
         bin_dir: Path | None = None,
         start_timeout: float = 60.0,
         stop_timeout: float = 30.0,
+        server_settings: Mapping[str, str] | None = None,
     ) -> None:
         self._external = ExternalPostgres(url) if url else None
+        self._server_settings = dict(server_settings or {})
         self._bin_dir = bin_dir
         self._bins_checked = False
         self._start_timeout = start_timeout
@@ -446,6 +452,8 @@ class PostgresCluster:
             "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200",
         ]  # fmt: skip
+        for name, value in self._server_settings.items():
+            command += ["-c", f"{name}={value}"]
         self._proc = spawn(
             command, log_path=log_path, exit_signal=signal.SIGQUIT, cwd=workdir, user=user
         )
