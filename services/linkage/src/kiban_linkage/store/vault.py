@@ -480,45 +480,6 @@ def _one_of(conn: AsyncConnection, column: Any, values: Sequence[Any]) -> Any:
     return column.in_(values)
 
 
-async def blocking_pairs(conn: AsyncConnection, digests: Iterable[str]) -> list[tuple[str, int]]:
-    """(digest, record id) for every stored blind index among `digests`."""
-    out: list[tuple[str, int]] = []
-    for chunk in _chunks(sorted(set(digests))):
-        rows = await conn.execute(
-            select(blocking_keys.c.digest, blocking_keys.c.record_id).where(
-                _one_of(conn, blocking_keys.c.digest, chunk)
-            )
-        )
-        out.extend((d, int(r)) for d, r in rows)
-    return out
-
-
-async def blocks(
-    conn: AsyncConnection, digests: Iterable[str], *, max_block: int
-) -> dict[str, list[int]]:
-    """Digest → ids of the vault records holding it, for each of `digests` held by at most
-    `max_block` records (a key shared by more says nothing; such keys are left out).
-
-    On PostgreSQL one row per digest (`array_agg`, the oversized blocks dropped by the
-    database), so a batch's thousands of (digest, record) pairs cost no Python row each."""
-    out: dict[str, list[int]] = {}
-    if conn.dialect.name != "postgresql":
-        pairs = await blocking_pairs(conn, digests)
-        for digest, record_id in pairs:
-            out.setdefault(digest, []).append(record_id)
-        return {d: ids for d, ids in out.items() if len(ids) <= max_block}
-    statement = text(
-        "SELECT digest, array_agg(record_id) FROM linkage_blocking_keys "
-        "WHERE digest = ANY(CAST(:digests AS varchar[])) "
-        "GROUP BY digest HAVING count(*) <= :max_block"
-    )
-    for chunk in _chunks(sorted(set(digests))):
-        result = await conn.execute(statement, {"digests": list(chunk), "max_block": max_block})
-        for digest, record_ids in result:
-            out[digest] = list(record_ids)
-    return out
-
-
 _VAULT_COLUMNS = (
     records.c.id,
     records.c.record_key,
