@@ -43,11 +43,8 @@ from service import committed, load_index, people, preload, stream_events
 
 from kiban_common.bus import MemoryBroker
 from kiban_common.events import (
-    RECORD_LINKED,
     RECORD_RECEIVED,
-    Demographics,
     Event,
-    RecordLinkedV1,
 )
 from kiban_common.outbox import Transaction
 from kiban_common.service import build_app
@@ -56,10 +53,9 @@ from kiban_linkage.context import (
     RECORD_RECEIVED_RESOURCES,
     Linkage,
 )
-from kiban_linkage.domain.demographics import demographics
+from kiban_linkage.domain.linked import record_linked
 from kiban_linkage.domain.matching import identity_from_mapping, normalize
 from kiban_linkage.domain.persons import new_person_key
-from kiban_linkage.linking import SOURCE
 from kiban_linkage.main import DEFINITION, create_app
 from kiban_linkage.settings import LinkageSettings
 from kiban_linkage.store import vault
@@ -109,18 +105,13 @@ async def _flush(ctx: Linkage, tx: Transaction, events: list[Event[Any]], keys: 
         )
     for event, identity, resources, pseudonym in opened:
         await tx.emit(
-            Event(
-                type=RECORD_LINKED,
-                source=SOURCE,
-                key=pseudonym,
-                data=RecordLinkedV1(
-                    person=pseudonym,
-                    institution_code=event.data.institution_code,
-                    submission_id=event.data.submission_id,
-                    linked_at=now,
-                    demographics=Demographics(**demographics(identity)),
-                    resources=resources,
-                ),
+            record_linked(
+                pseudonym=pseudonym,
+                institution_code=event.data.institution_code,
+                submission_id=event.data.submission_id,
+                at=now,
+                identity=identity,
+                resources=resources,
             )
         )
 

@@ -9,13 +9,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from kiban_common.events import RECORD_LINKED, Demographics, Event, RecordLinkedV1
 from kiban_common.security import ApiError, Principal, require_scope
 from kiban_common.service import ServiceRuntime, current_runtime
 from kiban_linkage.context import REVIEW_SUBJECT, Linkage
-from kiban_linkage.domain.demographics import demographics
+from kiban_linkage.domain.linked import record_linked
 from kiban_linkage.domain.persons import new_person_key, survivor
-from kiban_linkage.linking import SOURCE
 from kiban_linkage.optouts import apply_optout, subject_digests
 from kiban_linkage.replica import hold
 from kiban_linkage.store import vault
@@ -249,19 +247,14 @@ async def decide_possible_link(
             kept = next(r for r in pair if r.person_key == into)
             pseudonym = ctx.pseudonym(into)
             await tx.emit(
-                Event(
-                    type=RECORD_LINKED,
-                    source=SOURCE,
-                    key=pseudonym,
-                    data=RecordLinkedV1(
-                        person=pseudonym,
-                        institution_code=kept.institution_code,
-                        submission_id=f"merge-{link_id}",
-                        linked_at=now,
-                        demographics=Demographics(**demographics(ctx.open_identity(kept.identity))),
-                        resources=[],
-                        merged_from=[ctx.pseudonym(p) for p in absorbed],
-                    ),
+                record_linked(
+                    pseudonym=pseudonym,
+                    institution_code=kept.institution_code,
+                    submission_id=f"merge-{link_id}",
+                    at=now,
+                    identity=ctx.open_identity(kept.identity),
+                    resources=[],
+                    merged_from=[ctx.pseudonym(p) for p in absorbed],
                 )
             )
         status = "linked" if body.decision == "link" else "distinct"

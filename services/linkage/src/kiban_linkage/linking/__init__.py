@@ -21,10 +21,11 @@ record. For each record, in arrival order:
    Otherwise `record-linked` carries the stripped resources and the demographics.
 """
 
+from kiban_linkage.domain.linked import SOURCE
 from kiban_linkage.linking._batch import Outcome
 from kiban_linkage.linking._link import link_record, link_records
 from kiban_linkage.linking._pending import PendingRecords
-from kiban_linkage.linking._purge import SOURCE, Action, apply_block
+from kiban_linkage.linking._purge import Action, apply_block
 
 __all__ = [
     "SOURCE",

@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kiban_common.events import (
-    RECORD_LINKED,
-    Demographics,
     Event,
-    RecordLinkedV1,
     RecordReceivedV1,
 )
 from kiban_common.outbox import Transaction
@@ -16,7 +13,7 @@ from kiban_linkage.context import (
     BLOCK_SUBJECT,
     Linkage,
 )
-from kiban_linkage.domain.demographics import demographics
+from kiban_linkage.domain.linked import record_linked
 from kiban_linkage.domain.matching import (
     Normalized,
 )
@@ -24,7 +21,7 @@ from kiban_linkage.domain.persons import Scored, decide_link, new_person_key, su
 from kiban_linkage.domain.stripping import strip_resources
 from kiban_linkage.linking._batch import Batch, Known, NewRecord, Opened, Outcome
 from kiban_linkage.linking._gather import know, load, open_record, prescore
-from kiban_linkage.linking._purge import SOURCE, apply_block
+from kiban_linkage.linking._purge import apply_block
 from kiban_linkage.replica import hold
 from kiban_linkage.store import vault
 from kiban_linkage.store.vault import ALL_INSTITUTIONS, BlockEntry
@@ -167,23 +164,18 @@ async def _link_one(batch: Batch, k: int, item: Opened) -> Outcome:
 
     pseudonym = ctx.pseudonym(person)
     await batch.tx.emit(
-        Event(
-            type=RECORD_LINKED,
-            source=SOURCE,
-            key=pseudonym,
-            data=RecordLinkedV1(
-                person=pseudonym,
-                institution_code=institution,
-                submission_id=event.data.submission_id,
-                linked_at=now,
-                demographics=Demographics(**demographics(identity)),
-                resources=strip_resources(
-                    item.resources,
-                    pseudonym=pseudonym,
-                    hash_id=lambda kind, local: ctx.resource_id(institution, kind, local),
-                ),
-                merged_from=merged_from,
+        record_linked(
+            pseudonym=pseudonym,
+            institution_code=institution,
+            submission_id=event.data.submission_id,
+            at=now,
+            identity=identity,
+            resources=strip_resources(
+                item.resources,
+                pseudonym=pseudonym,
+                hash_id=lambda kind, local: ctx.resource_id(institution, kind, local),
             ),
+            merged_from=merged_from,
         )
     )
     return Outcome.LINKED

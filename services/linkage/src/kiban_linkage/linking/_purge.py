@@ -16,10 +16,10 @@ from kiban_common.outbox import Transaction
 from kiban_linkage.context import (
     Linkage,
 )
+from kiban_linkage.domain.linked import SOURCE
 from kiban_linkage.replica import hold
 from kiban_linkage.store import vault
 
-SOURCE = "/kiban/linkage"
 Action = Literal["stop", "stop_and_delete"]
 
 
