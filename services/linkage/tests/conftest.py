@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,40 @@ def condition(patient_id: str = "P-0001") -> dict[str, Any]:
         "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I50.0"}]},
         "onsetDateTime": "2024-03-01",
     }
+
+
+Names = Sequence[tuple[str, str]]  # (kanji, katakana)
+
+
+def synthetic_people(
+    n: int, *, seed: int, family: Names, given: Names, addresses: bool = True
+) -> list[dict[str, Any]]:
+    """`n` synthetic identities (as intake forwards them) drawn from the given names with a
+    fixed seed; many share a name, none shares the rest by more than chance."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        family_name, given_name = rng.choice(family), rng.choice(given)
+        birth = f"19{rng.randint(40, 99)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        sex = rng.choice(["male", "female"])
+        postal = f"{rng.randint(100, 999)}-{rng.randint(0, 9999):04d}"
+        address = f"東京都{rng.randint(1, 99)}区{rng.randint(1, 9)}-{i}" if addresses else None
+        out.append(
+            {
+                "institution_patient_id": f"E-{i}",
+                "family_name": family_name[0],
+                "given_name": given_name[0],
+                "family_name_kana": family_name[1],
+                "given_name_kana": given_name[1],
+                "birth_date": birth,
+                "sex": sex,
+                "postal_code": postal,
+                "address": address,
+                "insurance_numbers": [f"{rng.randint(10**7, 10**8 - 1)}"],
+                "deceased_on": None,
+            }
+        )
+    return out
 
 
 @dataclass
@@ -220,3 +255,9 @@ async def linked(tmp_path: Path) -> AsyncIterator[Linked]:
 def harness() -> type[Linked]:
     """The harness class, for tests that start the service themselves."""
     return Linked
+
+
+@pytest.fixture
+def people_of() -> Callable[..., list[dict[str, Any]]]:
+    """`synthetic_people`, for test modules (they cannot import conftest)."""
+    return synthetic_people

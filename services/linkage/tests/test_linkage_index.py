@@ -4,6 +4,8 @@ and probabilities by vault record id, replaced and purged records, a staged batc
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,29 +29,16 @@ GIVEN = [
 ]
 
 
-def _people(n: int, seed: int) -> list[Identity]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        family, given = rng.choice(FAMILY), rng.choice(GIVEN)
-        out.append(
-            identity_from_mapping(
-                {
-                    "institution_patient_id": f"E-{i}",
-                    "family_name": family[0],
-                    "given_name": given[0],
-                    "family_name_kana": family[1],
-                    "given_name_kana": given[1],
-                    "birth_date": f"19{rng.randint(40, 99)}-{rng.randint(1, 12):02d}-"
-                    f"{rng.randint(1, 28):02d}",
-                    "sex": rng.choice(["male", "female"]),
-                    "postal_code": f"{rng.randint(100, 999)}-{rng.randint(0, 9999):04d}",
-                    "address": f"東京都{rng.randint(1, 99)}区{rng.randint(1, 9)}-{i}",
-                    "insurance_numbers": [f"{rng.randint(10**7, 10**8 - 1)}"],
-                }
-            )
-        )
-    return out
+@pytest.fixture
+def identities(people_of: Callable[..., list[dict[str, Any]]]) -> Callable[..., list[Identity]]:
+    """`n` synthetic identities from the names above (conftest's `synthetic_people`)."""
+
+    def make(n: int, seed: int) -> list[Identity]:
+        return [
+            identity_from_mapping(x) for x in people_of(n, seed=seed, family=FAMILY, given=GIVEN)
+        ]
+
+    return make
 
 
 def _noisy(x: Identity, rng: random.Random) -> Identity:
@@ -68,8 +57,10 @@ def _noisy(x: Identity, rng: random.Random) -> Identity:
     )
 
 
-def test_candidates_and_probabilities_are_the_engines() -> None:
-    people = [normalize(x) for x in _people(400, seed=8)]
+def test_candidates_and_probabilities_are_the_engines(
+    identities: Callable[..., list[Identity]],
+) -> None:
+    people = [normalize(x) for x in identities(400, seed=8)]
     model = MatchModel.default()
     engine, index = MatchIndex(model), VaultIndex()
     engine.add_many(people)
@@ -78,7 +69,7 @@ def test_candidates_and_probabilities_are_the_engines() -> None:
     index.compact()
     index.put_many([(1200 + i, p) for i, p in enumerate(people[200:])])
     rng = random.Random(3)
-    queries = [normalize(_noisy(x, rng)) for x in _people(400, seed=8)[:100]]
+    queries = [normalize(_noisy(x, rng)) for x in identities(400, seed=8)[:100]]
     first = index.stage(queries)
     linked = 0
     for k, query in enumerate(queries):
@@ -99,8 +90,10 @@ def test_candidates_and_probabilities_are_the_engines() -> None:
     assert after == before
 
 
-def test_a_replaced_identity_takes_a_new_position_and_a_removed_record_is_purged() -> None:
-    a, b = (normalize(x) for x in _people(2, seed=4))
+def test_a_replaced_identity_takes_a_new_position_and_a_removed_record_is_purged(
+    identities: Callable[..., list[Identity]],
+) -> None:
+    a, b = (normalize(x) for x in identities(2, seed=4))
     index = VaultIndex()
     index.put_many([(1, a), (2, b)], bulk=True)
     index.compact()
@@ -126,8 +119,10 @@ def test_a_replaced_identity_takes_a_new_position_and_a_removed_record_is_purged
     assert not index.remove(1)
 
 
-def test_a_staged_batch_is_no_candidate_until_settled_and_forgotten_when_unstaged() -> None:
-    a, b, c = (normalize(x) for x in _people(3, seed=6))
+def test_a_staged_batch_is_no_candidate_until_settled_and_forgotten_when_unstaged(
+    identities: Callable[..., list[Identity]],
+) -> None:
+    a, b, c = (normalize(x) for x in identities(3, seed=6))
     index = VaultIndex()
     index.put_many([(1, a)])
     rows = index.rows()

@@ -4,9 +4,11 @@ the index load at start (the vault into the match index in memory, then `gc.free
 from __future__ import annotations
 
 import gc
-import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from kiban_common.bus import MemoryBroker
 from kiban_common.events import RECORD_LINKED
@@ -40,32 +42,18 @@ GIVEN = [
 ]
 
 
-def people(n: int, seed: int = 7) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        family, given = rng.choice(FAMILY), rng.choice(GIVEN)
-        out.append(
-            {
-                "institution_patient_id": f"E-{i}",
-                "family_name": family[0],
-                "given_name": given[0],
-                "family_name_kana": family[1],
-                "given_name_kana": given[1],
-                "birth_date": f"19{rng.randint(40, 99)}-{rng.randint(1, 12):02d}-"
-                f"{rng.randint(1, 28):02d}",
-                "sex": rng.choice(["male", "female"]),
-                "postal_code": f"{rng.randint(100, 999)}-{rng.randint(0, 9999):04d}",
-                "address": None,
-                "insurance_numbers": [f"{rng.randint(10**7, 10**8 - 1)}"],
-                "deceased_on": None,
-            }
-        )
-    return out
+@pytest.fixture
+def people(people_of: Callable[..., list[dict[str, Any]]]) -> Callable[..., list[dict[str, Any]]]:
+    """`n` synthetic identities without addresses (conftest's `synthetic_people`)."""
+
+    def make(n: int, seed: int = 7) -> list[dict[str, Any]]:
+        return people_of(n, seed=seed, family=FAMILY, given=GIVEN, addresses=False)
+
+    return make
 
 
 async def test_refit_estimates_the_model_from_the_vault_and_a_restart_uses_it(
-    tmp_path: Path, harness: type[Linked]
+    tmp_path: Path, harness: type[Linked], people: Callable[..., list[dict[str, Any]]]
 ) -> None:
     options = LinkageOptions(refit_min_records=40, refit_interval_seconds=3600)
     settings = embedded_settings(LinkageSettings, tmp_path, linkage=options)
@@ -95,7 +83,7 @@ async def test_refit_estimates_the_model_from_the_vault_and_a_restart_uses_it(
 
 
 async def test_a_restart_loads_the_vault_into_memory_and_freezes_it_out_of_the_collector(
-    tmp_path: Path, harness: type[Linked]
+    tmp_path: Path, harness: type[Linked], people: Callable[..., list[dict[str, Any]]]
 ) -> None:
     settings = embedded_settings(LinkageSettings, tmp_path)
     base = people(12, seed=3)
@@ -121,7 +109,7 @@ async def test_a_restart_loads_the_vault_into_memory_and_freezes_it_out_of_the_c
 
 
 async def test_the_index_load_leaves_the_collector_alone_when_gc_freeze_is_off(
-    tmp_path: Path, harness: type[Linked]
+    tmp_path: Path, harness: type[Linked], people: Callable[..., list[dict[str, Any]]]
 ) -> None:
     settings = embedded_settings(LinkageSettings, tmp_path, gc_freeze=False)
     async with running_service(create_app, settings, broker=MemoryBroker()) as svc:
