@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import os
 import random
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +127,7 @@ def floor_app(keys: bool) -> Callable[..., Any]:
             pending: list[Event[Any]] | None = tx.state.get("floor")
             if pending is None:
                 pending = tx.state["floor"] = []
-                batch = pending
-
-                def flush() -> Awaitable[None]:
-                    return _flush(ctx, tx, batch, keys)
-
-                tx.before_commit(flush)
+                tx.before_commit(functools.partial(_flush, ctx, tx, pending, keys))
             pending.append(event)
 
         return {"": {RECORD_RECEIVED: on_record_received}}
